@@ -1,0 +1,13 @@
+"""ef_train_hdl: an FPGA accelerator for on-device CNN training, after EF-Train.
+
+The package is laid out by the parts of the design (docs/architecture.md):
+
+- :mod:`ef_train_hdl.config`   the configuration shared by gateware and host
+- :mod:`ef_train_hdl.fp`       binary32 multiply and add units (gateware)
+- :mod:`ef_train_hdl.model`    the bit-exact numpy model and the float64 reference (host)
+- :mod:`ef_train_hdl.cosim`    running generated Verilog under cocotb + Verilator
+"""
+
+from .config import AcceleratorConfig, PRESETS, preset
+
+__all__ = ["AcceleratorConfig", "PRESETS", "preset"]
