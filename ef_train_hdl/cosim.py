@@ -23,7 +23,8 @@ Data convention between host and testbench
 
 Build cache
 -----------
-Builds live in ``cache_dir / f"{top}-{hash}"`` where the hash covers the Verilog text, the
+Builds live in ``cache_dir / f"{top}-{hash}"`` where the hash covers the Verilog text (without
+its ``(* src = ... *)`` source-location attributes), the
 Verilator flags, the waves switch and the Verilator and cocotb versions; a build directory
 with a complete stamp is reused without calling Verilator again. ``cache_dir`` defaults to
 ``$EF_TRAIN_HDL_CACHE/verilator`` or ``~/.cache/ef_train_hdl/verilator``; the tests pass the
@@ -41,6 +42,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -266,8 +268,11 @@ def build(design, *, top="top", cache_dir=None, build_args=DEFAULT_BUILD_ARGS, w
     find_verilator()
     _cocotb_runner_module()
     verilog = _verilog_text(design, top)
+    # Source-location attributes change whenever a line moves in a Python file; they do not
+    # change the model, so they stay out of the key (a cached build keeps the old ones).
+    key_text = re.sub(r'\(\* src = "[^"]*" \*\)', "", verilog)
     key = hashlib.sha256("\0".join(
-        [verilog, top, " ".join(build_args), str(bool(waves)), _tool_versions()]
+        [key_text, top, " ".join(build_args), str(bool(waves)), _tool_versions()]
     ).encode()).hexdigest()[:16]
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     build_dir = cache_dir / f"{top}-{key}"
