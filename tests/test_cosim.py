@@ -7,6 +7,7 @@ so the testbench and the checks sit side by side.
 
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -66,6 +67,13 @@ async def cocotb_adder_checks_itself(dut):
     for i, value in enumerate(got["result"]):
         expected = int(data["a"][i]) + int(data["b"][i]) + offset
         assert value == expected, f"vector {i}: got {value}, expected {expected}"
+
+
+@cocotb.test()
+async def cocotb_hangs_when_asked(dut):
+    # Stands for a testbench stuck in Python: only a wall-clock limit can stop it.
+    while os.environ.get("HANG") == "1":
+        time.sleep(0.1)
 
 
 # -- the pytest side --------------------------------------------------------------------------
@@ -136,11 +144,18 @@ def test_wrong_expectation_is_reported(tmp_path, cosim_cache):
     message = str(failure)
     # Only the self-checking test fails, and the message says which, why, and where to look.
     assert list(failure.failures) == ["cocotb_adder_checks_itself"]
-    assert "1 of 2 cocotb tests" in message
+    assert "1 of 3 cocotb tests" in message
     assert "cocotb_adder_checks_itself" in message and "vector 0" in message
     assert str(failure.log_path) in message and failure.log_path.exists()
     assert failure.waves_path is not None and failure.waves_path.exists()
     assert str(failure.waves_path) in message
+
+
+def test_hung_simulation_times_out(tmp_path, cosim_cache):
+    with pytest.raises(cosim.CosimError, match="did not finish within 3 s"):
+        cosim.run_cocotb(PipelinedAdder(), __file__, top="adder", run_dir=tmp_path,
+                         env={"HANG": 1}, testcase="cocotb_hangs_when_asked", timeout=3,
+                         cache_dir=cosim_cache)
 
 
 def test_missing_test_module_is_an_error(tmp_path, cosim_cache):
