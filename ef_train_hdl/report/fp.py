@@ -82,9 +82,10 @@ def run(args):
 
     dsp_name = "DSP48E2" if args.family == "xcup" else "MULT18X18D"
     carry_name = "CARRY8" if args.family == "xcup" else "CCU2C"
+    chain_name = "CARRY4" if args.family == "xcup" else "CCU2C"
     header = (f"{'unit':<10} {'latency':>7} {'LUT':>6} {'FF':>6} {dsp_name:>10} "
-              f"{carry_name:>7} {'LUT levels':>10} {'+carry':>6} {'max carry':>9}  "
-              f"{'targets':<}")
+              f"{carry_name:>7} {'LUT levels':>10} {'+' + chain_name:>7} "
+              f"{'max ' + chain_name:>10}  {'targets':<}")
     print()
     print(f"FP units, open synthesis ({args.family}; "
           f"{'synth_xilinx -family xcup -flatten' if args.family == 'xcup' else 'synth_ecp5'})")
@@ -100,13 +101,14 @@ def run(args):
                      f" {TARGET_LUT_LEVELS} "
                      f"{'ok' if r.lut_levels <= TARGET_LUT_LEVELS else 'OVER'}")
         print(f"{unit:<10} {latency:>7} {r.lut:>6} {r.ff:>6} {r.dsp:>10} {r.carry8:>7} "
-              f"{r.lut_levels:>10} {r.carry_on_path:>6} {r.longest_carry_chain:>9}  "
+              f"{r.lut_levels:>10} {r.carry_on_path:>7} {r.longest_carry_chain:>10}  "
               f"{'; '.join(notes)}")
     print()
-    print("LUT levels: most LUTs on any register-to-register path of the mapped netlist, "
-          "'+carry': carry cells on that path,")
-    print("'max carry': longest carry chain on any path (CARRY4 cells as Yosys maps them; "
-          "two make one CARRY8).")
+    print(f"LUT levels: most LUTs on any register-to-register path of the mapped netlist; "
+          f"'+{chain_name}': carry cells on that path;")
+    print(f"'max {chain_name}': longest carry chain on any path"
+          + (" (Yosys maps CARRY4 cells; Vivado packs two per CARRY8, the CARRY8 column)."
+             if args.family == "xcup" else "."))
     print(f"Targets for 300 MHz on UltraScale+ -1: multiplier <= 2 DSP48E2, adder 0 DSP, "
           f"<= ~{TARGET_LUT_LEVELS} LUT levels plus carry per stage.")
     for unit, (latency, r) in results.items():
