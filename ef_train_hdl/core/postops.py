@@ -1,0 +1,447 @@
+"""Post-operation units on the store path: ReLU, 2x2 max-pool (with index), SGD update.
+
+Output tiles of the PE array leave the tile engine as an :mod:`amaranth.lib.stream` of beats,
+one beat = the ``lanes`` (= Tm) binary32 words of one pixel. On their way to DRAM they pass
+through these units, so a ReLU, a pool or a weight update costs no extra pass over DRAM
+(DESIGN.md section 2). The numerics are docs/numerics.md sections 8 and 9, bit for bit; the
+numpy model (:mod:`ef_train_hdl.model.ops`) computes the same.
+
+Every unit here is a :class:`~amaranth.lib.wiring.Component` with stream ports, accepts one
+input beat per cycle in steady state, tolerates any stall pattern on any of its streams, and
+never loses or duplicates a beat. See docs/postops.md for the interfaces in one place.
+
+=====================  ===========================================  ========================
+unit                   streams                                      latency (input -> out)
+=====================  ===========================================  ========================
+:class:`ReluForward`   ``x`` -> ``y``                               1
+:class:`ReluBackward`  ``grad_y`` + ``y`` -> ``grad_x``             1
+:class:`MaxPoolForward`   ``x`` -> ``y`` {value, idx}               1 (after the 4th pixel)
+:class:`MaxPoolBackward`  ``grad_y`` + ``idx`` -> ``grad_x``        1
+:class:`SgdUpdate`     ``w`` + ``dw`` (+ ``v``) -> ``o`` {w, v}     FMUL+FADD (x2 momentum) + 1
+=====================  ===========================================  ========================
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = [
+    "word_lanes", "pool_lanes", "ReluForward", "ReluBackward", "MaxPoolForward",
+    "MaxPoolBackward", "SgdUpdate",
+]
+
+_SIGN = 0x8000_0000
+
+
+def _check_lanes(lanes):
+    if not isinstance(lanes, int) or isinstance(lanes, bool) or lanes < 1:
+        raise TypeError(f"lanes must be a positive integer, not {lanes!r}")
+
+
+def _check_max_width(max_width):
+    if not isinstance(max_width, int) or isinstance(max_width, bool):
+        raise TypeError(f"max_width must be an integer, not {max_width!r}")
+    if not 2 <= max_width <= 1 << 16:
+        raise ValueError(f"max_width must be between 2 and 65536 pixels, not {max_width!r}")
+
+
+def _check_max_height(max_height):
+    if not isinstance(max_height, int) or isinstance(max_height, bool):
+        raise TypeError(f"max_height must be an integer, not {max_height!r}")
+    if not 1 <= max_height <= 1 << 16:
+        raise ValueError(f"max_height must be between 1 and 65536 rows, not {max_height!r}")
+
+
+def word_lanes(lanes):
+    """Payload of one beat: ``lanes`` binary32 words (one pixel of Tm channels)."""
+    return data.ArrayLayout(unsigned(32), lanes)
+
+
+def pool_lanes(lanes):
+    """Payload of a pooled beat: the winners' words and their 2-bit window indices.
+
+    ``idx`` is ``k = 2*di + dj`` of the winner in its 2x2 window (docs/numerics.md section 8);
+    the store path writes it to DRAM zero-extended to a 32-bit word.
+    """
+    return data.StructLayout({
+        "value": word_lanes(lanes),
+        "idx":   data.ArrayLayout(unsigned(2), lanes),
+    })
+
+
+def _size_port_width(limit):
+    # One bit more than the limit needs, so a value above the limit is representable and
+    # reported as an error instead of being truncated into range.
+    return max(16, limit.bit_length() + 1)
+
+
+def _is_nan(word):
+    return (word[23:31] == 0xFF) & (word[0:23] != 0)
+
+
+def _greater(a, b):
+    """``a`` wins over ``b`` in the max-pool scan (docs/numerics.md section 8).
+
+    ``a`` is NaN and ``b`` is not, or neither is NaN and ``a > b`` under IEEE comparison
+    (``-0 == +0``). The comparison works on the encodings: sign-magnitude order.
+    """
+    sa, sb = a[31], b[31]
+    ma, mb = a[0:31], b[0:31]
+    both_zero = (ma == 0) & (mb == 0)
+    ordered_gt = ~both_zero & Mux(sa != sb, ~sa, Mux(sa, ma < mb, ma > mb))
+    return (_is_nan(a) & ~_is_nan(b)) | (~_is_nan(a) & ~_is_nan(b) & ordered_gt)
+
+
+class ReluForward(wiring.Component):
+    """ReLU forward: ``y = +0`` where the sign bit of ``x`` is set, else ``x``.
+
+    Negative numbers, ``-0`` and ``-inf`` become ``+0``; ``+0``, positives, ``+inf`` and every
+    NaN pass unchanged (docs/numerics.md section 8).
+
+    Latency 1 cycle (one pipeline register), throughput 1 beat per cycle.
+
+    Parameters
+    ----------
+    lanes : int
+        binary32 words per beat (Tm on the store path).
+
+    Members
+    -------
+    x : ``In(stream.Signature(word_lanes(lanes)))``
+    y : ``Out(stream.Signature(word_lanes(lanes)))``
+    """
+
+    def __init__(self, lanes):
+        _check_lanes(lanes)
+        self.lanes = lanes
+        super().__init__({
+            "x": In(stream.Signature(word_lanes(lanes))),
+            "y": Out(stream.Signature(word_lanes(lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        advance = ~self.y.valid | self.y.ready
+        m.d.comb += self.x.ready.eq(advance)
+        with m.If(advance):
+            m.d.sync += self.y.valid.eq(self.x.valid)
+            for lane in range(self.lanes):
+                word = self.x.payload[lane]
+                m.d.sync += self.y.payload[lane].eq(Mux(word[31], 0, word))
+        return m
+
+
+class ReluBackward(wiring.Component):
+    """ReLU backward: ``grad_x = grad_y`` where the stored ReLU output ``y`` is not ``+0``.
+
+    ``y`` is the ReLU's (or, fused after a pool, the pooled) output as stored in DRAM; where
+    its encoding is all zeros the gradient is ``+0`` (docs/numerics.md section 8). The two
+    input streams are joined beat by beat: a beat is taken from both in the same cycle, so
+    independent stalls on either side never misalign them.
+
+    Latency 1 cycle, throughput 1 beat per cycle.
+
+    Parameters
+    ----------
+    lanes : int
+        binary32 words per beat.
+
+    Members
+    -------
+    grad_y : ``In(stream.Signature(word_lanes(lanes)))``
+        Gradient of the ReLU output.
+    y : ``In(stream.Signature(word_lanes(lanes)))``
+        Stored ReLU output.
+    grad_x : ``Out(stream.Signature(word_lanes(lanes)))``
+        Gradient of the ReLU input.
+    """
+
+    def __init__(self, lanes):
+        _check_lanes(lanes)
+        self.lanes = lanes
+        super().__init__({
+            "grad_y": In(stream.Signature(word_lanes(lanes))),
+            "y":      In(stream.Signature(word_lanes(lanes))),
+            "grad_x": Out(stream.Signature(word_lanes(lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        advance = ~self.grad_x.valid | self.grad_x.ready
+        # Each side is told ready only when the other side has its beat too (a join), so
+        # neither beat is consumed alone.
+        m.d.comb += [
+            self.grad_y.ready.eq(advance & self.y.valid),
+            self.y.ready.eq(advance & self.grad_y.valid),
+        ]
+        with m.If(advance):
+            m.d.sync += self.grad_x.valid.eq(self.grad_y.valid & self.y.valid)
+            for lane in range(self.lanes):
+                g, y = self.grad_y.payload[lane], self.y.payload[lane]
+                m.d.sync += self.grad_x.payload[lane].eq(Mux(y != 0, g, 0))
+        return m
+
+
+class MaxPoolForward(wiring.Component):
+    """2x2, stride-2 max-pool forward with the winner's index, on a raster stream of pixels.
+
+    The input is a feature map of ``height`` x ``width`` pixels (runtime ports) in raster
+    order, one beat per pixel carrying its ``lanes`` channels; maps follow each other without
+    gaps (the row and column counters wrap at the end of a map). The output has one beat per
+    pooled pixel, ``(height // 2) x (width // 2)`` per map in raster order: the winning words
+    and the 2-bit index ``k = 2*di + dj`` of each lane's winner. The scan order, the tie rule
+    (the first of equals wins) and the NaN rule (a NaN wins over a number; the first NaN
+    wins) are docs/numerics.md section 8; the winner passes through unchanged (a NaN keeps
+    its payload). An odd last row or column is consumed and dropped.
+
+    The top row of each pair is reduced to a (value, 1-bit index) per pixel pair and kept in
+    a line buffer of ``max_width // 2`` entries (:class:`~amaranth.lib.memory.Memory`); the
+    bottom row completes the scan.
+
+    Latency: the pooled beat leaves 1 cycle after the window's last pixel (bottom right) is
+    taken. Throughput: 1 input beat per cycle; input is only held back when a pooled beat
+    is due and the output is stalled.
+
+    ``width`` and ``height`` must stay constant while a map streams. A ``width`` of 0 or above
+    ``max_width``, or a ``height`` of 0 or above ``max_height``, raises ``error``: while it is
+    high, input beats are consumed and dropped (so the producer never hangs), nothing is
+    output, and the counters restart at the top left of a map.
+
+    Parameters
+    ----------
+    lanes : int
+        binary32 words per beat (Tm).
+    max_width : int
+        Widest input row supported (sizes the line buffer), 2..65536.
+    max_height : int
+        Tallest input map supported (sizes the row counter), default 65536.
+
+    Members
+    -------
+    x : ``In(stream.Signature(word_lanes(lanes)))``
+    y : ``Out(stream.Signature(pool_lanes(lanes)))``
+    width, height : ``In(unsigned(n))``
+        Input map size in pixels; ``n`` is at least 16 bits, one more than the limits need.
+    error : ``Out(1)``
+        The size ports hold a value outside the supported range.
+    """
+
+    def __init__(self, lanes, max_width, max_height=1 << 16):
+        _check_lanes(lanes)
+        _check_max_width(max_width)
+        _check_max_height(max_height)
+        self.lanes = lanes
+        self.max_width = max_width
+        self.max_height = max_height
+        super().__init__({
+            "x":      In(stream.Signature(word_lanes(lanes))),
+            "y":      Out(stream.Signature(pool_lanes(lanes))),
+            "width":  In(_size_port_width(max_width)),
+            "height": In(_size_port_width(max_height)),
+            "error":  Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        width, height = self.width, self.height
+
+        m.d.comb += self.error.eq((width == 0) | (width > self.max_width) |
+                                  (height == 0) | (height > self.max_height))
+
+        row = Signal(range(self.max_height))
+        col = Signal(range(self.max_width))
+        di, dj = row[0], col[0]
+        last_col = col == width - 1
+        last_row = row == height - 1
+        # An odd last row pairs with nothing: it is read and dropped.
+        row_dropped = ~di & last_row
+
+        half = data.StructLayout({
+            "value": word_lanes(lanes),
+            "idx":   data.ArrayLayout(1, lanes),
+        })
+        m.submodules.line = line = Memory(shape=half, depth=self.max_width // 2, init=[])
+        wr = line.write_port()
+        rd = line.read_port(domain="sync")
+
+        # The left pixel of the current window row: x0 in a top row, x2 in a bottom row.
+        held = Signal(word_lanes(lanes))
+
+        emits = di & dj
+        advance = ~self.y.valid | self.y.ready
+        m.d.comb += self.x.ready.eq(self.error | ~emits | advance)
+        take = self.x.valid & self.x.ready & ~self.error
+
+        m.d.comb += [
+            wr.addr.eq(col >> 1),
+            wr.en.eq(take & ~di & dj & ~row_dropped),
+            rd.addr.eq(col >> 1),
+            rd.en.eq(take & di & ~dj),
+        ]
+        for lane in range(lanes):
+            x = self.x.payload[lane]
+            x0 = held[lane]
+            top_wins = _greater(x, x0)
+            m.d.comb += [
+                wr.data.value[lane].eq(Mux(top_wins, x, x0)),
+                wr.data.idx[lane].eq(top_wins),
+            ]
+
+        with m.If(advance):
+            m.d.sync += self.y.valid.eq(0)
+        with m.If(take):
+            with m.If(~dj):
+                m.d.sync += held.eq(self.x.payload)
+            with m.If(emits):
+                m.d.sync += self.y.valid.eq(1)
+                for lane in range(lanes):
+                    v, k = rd.data.value[lane], rd.data.idx[lane]
+                    x2, x3 = held[lane], self.x.payload[lane]
+                    take2 = _greater(x2, v)
+                    v2 = Mux(take2, x2, v)
+                    k2 = Mux(take2, 2, k)
+                    take3 = _greater(x3, v2)
+                    m.d.sync += [
+                        self.y.payload.value[lane].eq(Mux(take3, x3, v2)),
+                        self.y.payload.idx[lane].eq(Mux(take3, 3, k2)),
+                    ]
+            with m.If(last_col):
+                m.d.sync += col.eq(0)
+                m.d.sync += row.eq(Mux(last_row, 0, row + 1))
+            with m.Else():
+                m.d.sync += col.eq(col + 1)
+        with m.If(self.error):
+            m.d.sync += [row.eq(0), col.eq(0)]
+        return m
+
+
+class MaxPoolBackward(wiring.Component):
+    """2x2, stride-2 max-pool backward: pooled gradients and indices -> full-size gradient map.
+
+    ``grad_x[2i+di, 2j+dj] = grad_y[i, j]`` in the lanes whose ``idx[i, j] == 2*di + dj``,
+    else ``+0``; an odd last row or column of the ``height`` x ``width`` map gets ``+0``
+    (docs/numerics.md section 8). ``grad_y`` and ``idx`` are separate streams (two tensors in
+    DRAM; the loader passes the low 2 bits of each index word), joined beat by beat, one beat
+    per pooled pixel in raster order. ``grad_x`` is the full map in raster order, one beat
+    per pixel; maps follow each other without gaps.
+
+    Each pooled beat is used for two pixels of its top row at once and kept in a line buffer
+    of ``max_width // 2`` entries (:class:`~amaranth.lib.memory.Memory`) for the bottom row;
+    the read address runs one step ahead, so the bottom row also streams at full rate.
+
+    Latency 1 cycle from a pooled beat to its first output pixel. Throughput 1 output beat per
+    cycle (one pooled beat per 4 output beats, none in dropped rows and columns).
+
+    Bad sizes (``width`` of 0 or above ``max_width``, ``height`` of 0 or above
+    ``max_height``) raise ``error``: while it is high, input beats are consumed and dropped,
+    nothing is output, and the counters restart at the top left.
+
+    Parameters
+    ----------
+    lanes : int
+        binary32 words per beat (Tm).
+    max_width : int
+        Widest full-size row supported, 2..65536.
+    max_height : int
+        Tallest full-size map supported, default 65536.
+
+    Members
+    -------
+    grad_y : ``In(stream.Signature(word_lanes(lanes)))``
+        Gradient of the pooled output.
+    idx : ``In(stream.Signature(data.ArrayLayout(2, lanes)))``
+        The forward pass's window indices.
+    grad_x : ``Out(stream.Signature(word_lanes(lanes)))``
+        Gradient of the pool's input, ``height x width`` beats per map.
+    width, height : ``In(unsigned(n))``
+        Size of the full (un-pooled) map.
+    error : ``Out(1)``
+    """
+
+    def __init__(self, lanes, max_width, max_height=1 << 16):
+        _check_lanes(lanes)
+        _check_max_width(max_width)
+        _check_max_height(max_height)
+        self.lanes = lanes
+        self.max_width = max_width
+        self.max_height = max_height
+        super().__init__({
+            "grad_y": In(stream.Signature(word_lanes(lanes))),
+            "idx":    In(stream.Signature(data.ArrayLayout(unsigned(2), lanes))),
+            "grad_x": Out(stream.Signature(word_lanes(lanes))),
+            "width":  In(_size_port_width(max_width)),
+            "height": In(_size_port_width(max_height)),
+            "error":  Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        lanes = self.lanes
+        width, height = self.width, self.height
+        error = self.error
+        m.d.comb += error.eq((width == 0) | (width > self.max_width) |
+                             (height == 0) | (height > self.max_height))
+
+        row = Signal(range(self.max_height))
+        col = Signal(range(self.max_width))
+        di, dj = row[0], col[0]
+        last_col = col == width - 1
+        last_row = row == height - 1
+        dropped = (~di & last_row) | (~dj & last_col)
+
+        pooled = data.StructLayout({
+            "grad": word_lanes(lanes),
+            "idx":  data.ArrayLayout(unsigned(2), lanes),
+        })
+        m.submodules.line = line = Memory(shape=pooled, depth=self.max_width // 2, init=[])
+        wr = line.write_port()
+        rd = line.read_port(domain="sync")
+        held = Signal(pooled)
+
+        need_in = ~di & ~dj & ~dropped
+        joined = self.grad_y.valid & self.idx.valid
+        advance = ~self.grad_x.valid | self.grad_x.ready
+        step = ~error & advance & (~need_in | joined)
+        m.d.comb += [
+            self.grad_y.ready.eq(error | (advance & need_in & self.idx.valid)),
+            self.idx.ready.eq(error | (advance & need_in & self.grad_y.valid)),
+        ]
+
+        next_col = Signal.like(col)
+        next_row = Signal.like(row)
+        m.d.comb += [
+            next_col.eq(Mux(last_col, 0, col + 1)),
+            next_row.eq(Mux(last_col, Mux(last_row, 0, row + 1), row)),
+        ]
+
+        incoming = Signal(pooled)
+        m.d.comb += [
+            incoming.grad.eq(self.grad_y.payload),
+            incoming.idx.eq(self.idx.payload),
+            wr.addr.eq(col >> 1),
+            wr.en.eq(step & need_in),
+            wr.data.eq(incoming),
+            # The read port always shows the entry of the pixel being output: its address is
+            # the next pixel's whenever the counters move.
+            rd.en.eq(1),
+            rd.addr.eq(Mux(step, next_col, col) >> 1),
+        ]
+        source = Mux(need_in, incoming, Mux(di, rd.data, held))
+        source = pooled(source)
+        k = Cat(dj, di)
+
+        with m.If(advance):
+            m.d.sync += self.grad_x.valid.eq(0)
+        with m.If(step):
+            m.d.sync += [self.grad_x.valid.eq(1), col.eq(next_col), row.eq(next_row)]
+            with m.If(need_in):
+                m.d.sync += held.eq(incoming)
+            for lane in range(lanes):
+                win = ~dropped & (source.idx[lane] == k)
+                m.d.sync += self.grad_x.payload[lane].eq(Mux(win, source.grad[lane], 0))
+        with m.If(error):
+            m.d.sync += [row.eq(0), col.eq(0)]
+        return m
