@@ -23,7 +23,7 @@ unit                   streams                                      latency (inp
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -444,4 +444,166 @@ class MaxPoolBackward(wiring.Component):
                 m.d.sync += self.grad_x.payload[lane].eq(Mux(win, source.grad[lane], 0))
         with m.If(error):
             m.d.sync += [row.eq(0), col.eq(0)]
+        return m
+
+
+class _DelayLine:
+    """``depth`` registers in a row: ``out`` is ``data`` of ``depth`` cycles ago."""
+
+    def __init__(self, m, data, depth, name):
+        stages = [data]
+        for index in range(depth):
+            stage = Signal.like(data, name=f"{name}_d{index + 1}")
+            m.d.sync += stage.eq(stages[-1])
+            stages.append(stage)
+        self.out = stages[-1]
+
+
+class SgdUpdate(wiring.Component):
+    """SGD weight update, plain or with momentum, on streams of weights and gradients.
+
+    docs/numerics.md section 9, with ``fsub(a, b) = fadd(a, b ^ sign)``::
+
+        plain:     w' = fsub(w, fmul(lr, dw))
+        momentum:  v' = fadd(fmul(mu, v), dw);   w' = fsub(w, fmul(lr, v'))
+
+    computed by the real binary32 units (:class:`ef_train_hdl.fp.FMul` in fp32 format,
+    :class:`ef_train_hdl.fp.FAdd`), one per lane and operation. ``lr`` and ``mu`` are runtime
+    binary32 words (from the descriptor) and must stay constant while a tensor streams.
+
+    The FP units are pipelines without back-pressure, so the unit issues a beat into them
+    only while it holds a *credit*: beats in the pipelines plus beats in the output FIFO never
+    exceed the FIFO's depth (latency + 4), so every result has a place to land however long
+    ``o`` stalls, and with ``o`` ready one beat issues every cycle.
+
+    The input streams (``w``, ``dw``, and ``v`` with momentum) are joined: a beat is taken from
+    all of them in the same cycle.
+
+    Latency: :attr:`latency` cycles from the input handshake to ``o.valid``: FMUL_LATENCY +
+    FADD_LATENCY + 2 (plain), 2 * (FMUL_LATENCY + FADD_LATENCY) + 2 (momentum); the 2 are the
+    output FIFO. Throughput 1 beat per cycle.
+
+    Parameters
+    ----------
+    lanes : int
+        binary32 words per beat.
+    momentum : bool
+        Build the momentum datapath (input ``v``, output ``o.payload.v``, parameter ``mu``).
+
+    Members
+    -------
+    w, dw : ``In(stream.Signature(word_lanes(lanes)))``
+        Weights and their gradients, beat by beat in the same order.
+    v : ``In(stream.Signature(word_lanes(lanes)))``
+        Momentum buffer (only with ``momentum``).
+    lr, mu : ``In(32)``
+        Learning rate and momentum factor, binary32 (``mu`` only with ``momentum``).
+    o : ``Out(stream.Signature(StructLayout({"w": ..., "v": ...})))``
+        Updated weights ``w`` (and, with momentum, the updated momentum buffer ``v``).
+    """
+
+    def __init__(self, lanes, momentum=False):
+        from ..config import FADD_LATENCY, FMUL_LATENCY
+
+        _check_lanes(lanes)
+        if not isinstance(momentum, bool):
+            raise TypeError(f"momentum must be a bool, not {momentum!r}")
+        self.lanes = lanes
+        self.momentum = momentum
+        stages = 2 if momentum else 1
+        self.pipeline_latency = stages * (FMUL_LATENCY + FADD_LATENCY)
+        self.fifo_depth = self.pipeline_latency + 4
+        self.latency = self.pipeline_latency + 2
+        out_fields = {"w": word_lanes(lanes)}
+        ports = {
+            "w":  In(stream.Signature(word_lanes(lanes))),
+            "dw": In(stream.Signature(word_lanes(lanes))),
+            "lr": In(32),
+        }
+        if momentum:
+            out_fields["v"] = word_lanes(lanes)
+            ports["v"] = In(stream.Signature(word_lanes(lanes)))
+            ports["mu"] = In(32)
+        ports["o"] = Out(stream.Signature(data.StructLayout(out_fields)))
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        from ..fp import FAdd, FMul
+
+        m = Module()
+        lanes = self.lanes
+        inputs = [self.w, self.dw] + ([self.v] if self.momentum else [])
+
+        def mul_add(name, mul_a, mul_b, add_a_of, negate, issue):
+            """Per lane ``fadd(addend, -fmul(mul_a, mul_b))`` (``negate``) or
+            ``fadd(fmul(mul_a, mul_b), addend)``; ``add_a_of(delay)`` returns the addend delayed
+            by the multiplier's latency, so that it meets the product."""
+            results = Signal(word_lanes(lanes), name=f"{name}_result")
+            fmuls = [FMul(mult_format="fp32") for _ in range(lanes)]
+            fadds = [FAdd() for _ in range(lanes)]
+            addend = add_a_of(fmuls[0].latency)
+            for lane, (fmul, fadd) in enumerate(zip(fmuls, fadds)):
+                m.submodules[f"{name}_mul{lane}"] = fmul
+                m.submodules[f"{name}_add{lane}"] = fadd
+                product = fmul.result ^ (_SIGN if negate else 0)
+                m.d.comb += [
+                    fmul.a.eq(mul_a), fmul.b.eq(mul_b[lane]), fmul.i_valid.eq(issue),
+                    fadd.i_valid.eq(fmul.o_valid),
+                    results[lane].eq(fadd.result),
+                ]
+                if negate:
+                    m.d.comb += [fadd.a.eq(addend[lane]), fadd.b.eq(product)]
+                else:
+                    # fadd(fmul(mu, v), dw): the product is the left operand.
+                    m.d.comb += [fadd.a.eq(product), fadd.b.eq(addend[lane])]
+            # All lanes run in lockstep; lane 0's valid stands for the beat.
+            return results, fadds[0].o_valid, fmuls[0].latency + fadds[0].latency
+
+        # Credits: beats in the FP pipelines plus beats in the FIFO.
+        outstanding = Signal(range(self.fifo_depth + 1))
+        credit = outstanding < self.fifo_depth
+        all_valid = Signal()
+        m.d.comb += all_valid.eq(Cat(*(port.valid for port in inputs)).all())
+        issue = credit & all_valid
+        for port in inputs:
+            others = [other.valid for other in inputs if other is not port]
+            m.d.comb += port.ready.eq(credit & Cat(*others).all())
+
+        w_in = self.w.payload
+        if self.momentum:
+            v_new, v_valid, latency_v = mul_add(
+                "v", self.mu, self.v.payload,
+                lambda delay: _DelayLine(m, self.dw.payload, delay, "dw").out,
+                negate=False, issue=issue)
+            w_at_v = _DelayLine(m, w_in, latency_v, "w_v").out
+            w_new, w_valid, latency_w = mul_add(
+                "w", self.lr, v_new,
+                lambda delay: _DelayLine(m, w_at_v, delay, "w").out,
+                negate=True, issue=v_valid)
+            v_out = _DelayLine(m, v_new, latency_w, "v_out").out
+            total = latency_v + latency_w
+        else:
+            w_new, w_valid, total = mul_add(
+                "w", self.lr, self.dw.payload,
+                lambda delay: _DelayLine(m, w_in, delay, "w").out,
+                negate=True, issue=issue)
+        if total != self.pipeline_latency:
+            raise ValueError(f"FMul/FAdd latencies add up to {total} cycles, but config.py's "
+                             f"FMUL_LATENCY/FADD_LATENCY give {self.pipeline_latency}")
+
+        layout = self.o.payload.shape()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=layout.size, depth=self.fifo_depth)
+        result = Signal(layout)
+        m.d.comb += result.w.eq(w_new)
+        if self.momentum:
+            m.d.comb += result.v.eq(v_out)
+        m.d.comb += [
+            fifo.w_data.eq(result),
+            fifo.w_en.eq(w_valid),
+            self.o.payload.eq(fifo.r_data),
+            self.o.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(self.o.ready),
+        ]
+        out = self.o.valid & self.o.ready
+        m.d.sync += outstanding.eq(outstanding + issue - out)
         return m
