@@ -230,23 +230,21 @@ def interleave(L, phase, batch, cfg):
     return min(max(_pow2ceil(need), 1), a)
 
 
-def tiling_for(L, phase, batch, cfg):
-    """``(tile_rows, tile_groups)`` for ``L`` in ``phase``.
+def tiling_for(L, phase, batch, cfg, *, momentum=None):
+    """The :class:`~ef_train_hdl.schedule.Tiling` of ``L`` in ``phase``.
 
-    From :mod:`ef_train_hdl.schedule` when it offers a search (``schedule.choose``); otherwise
-    the largest strip of whole rows that fits the buffers under the descriptor's capacity
-    rules (docs/descriptors.md), one output group per weight load.
+    From :func:`ef_train_hdl.schedule.schedule_layer` (the analytical model's choice) when it
+    is available; otherwise the largest strip of whole rows that fits the buffers under the
+    descriptor's capacity rules (docs/descriptors.md), weights resident, one output group per
+    weight load.
     """
-    try:
-        from . import schedule
-        choose = getattr(schedule, "choose", None) or getattr(schedule, "schedule_layer", None)
-        if choose is not None:
-            t = choose(to_workload_layer(L, cfg), phase, cfg, batch=batch)
-            return int(t.tile_rows), int(getattr(t, "groups", 1))
-    except (ImportError, TypeError, AttributeError, ValueError):
-        pass
+    from . import schedule
+    choose = getattr(schedule, "schedule_layer", None)
+    if choose is not None:
+        perf = choose(to_workload_layer(L, cfg), phase, cfg, batch, momentum=momentum)
+        return perf.tiling
     if L.kind == "fc":
-        return 1, 1
+        return schedule.Tiling(1, 1)
     c, h, w = L.in_shape
     ho, wo = L.conv_out_hw
     k, s, p = L.kernel, L.stride, L.pad
@@ -255,14 +253,14 @@ def tiling_for(L, phase, batch, cfg):
         while rows > 1 and ((rows + k - 1) * (wo + k) > cfg.ifm_depth
                             or rows * w > cfg.ofm_depth):
             rows -= 1
-        return rows, 1
+        return schedule.Tiling(rows, 1)
     rows = ho
     while rows > 1 and (((rows - 1) * s + k) * (w + 2 * p) > cfg.ifm_depth
                         or (phase == Phase.FP and rows * wo > cfg.ofm_depth)):
         rows -= 1
-    if phase == Phase.FP and L.pool and rows > 1 and rows % 2:
-        rows -= 1  # the pool needs both rows of a window in the same strip
-    return rows, 1
+    if L.pool and rows > 1 and rows % 2:
+        rows -= 1  # both rows of a pool window in the same strip
+    return schedule.Tiling(rows, 1)
 
 
 def _act_tensor(mm, name, L_shape, batch, cfg, fc):
@@ -290,10 +288,8 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
     n = len(layers)
     mm = MemoryMap()
     # The programs first: fixed places, known size.
-    prog_len = (3 * n + 2) * DESC_WORDS + DESC_WORDS
     mm.alloc("train_program", (4 * n + 2) * DESC_WORDS, "program")
     mm.alloc("infer_program", (n + 1) * DESC_WORDS, "program")
-    del prog_len
     # Activations: act[L] is layer L's input. An FC layer reading an FC output uses the FC
     # layout; an FC after Flatten reads the conv layout of its input map.
     for L in layers:
@@ -306,12 +302,9 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
             c, h, w = L.out_shape
             lay = layout.ActivationLayout(batch, c, h, w, cfg.tn)
             mm.alloc(f"index{L.index}", lay.words, "index", (batch, c, h, w))
-        # Gradient of the pre-activation (pre-pool) output.
-        if L.kind == "conv":
-            ho, wo = L.conv_out_hw
-            _act_tensor(mm, f"grad{L.index}", (L.out_channels, ho, wo), batch, cfg, False)
-        else:
-            _act_tensor(mm, f"grad{L.index}", (L.out_channels, 1, 1), batch, cfg, True)
+        # Gradient of the stored (post-ReLU, post-pool) output: same layout as act[L+1].
+        fc_out = L.kind == "fc"
+        _act_tensor(mm, f"grad{L.index}", L.out_shape, batch, cfg, fc_out)
     for L in layers:
         words = bias_offset(L, cfg) + (layout.BiasLayout(L.out_channels, cfg.tm).words
                                        if L.bias else 0)
@@ -326,52 +319,48 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
     fp, bp_wu = [], []
     for L in layers:
         i = L.index
-        common = dict(in_channels=(L.in_shape[0] if L.kind == "conv" or L.flatten
-                                   else L.in_shape[0]),
-                      out_channels=L.out_channels, in_h=L.in_shape[1], in_w=L.in_shape[2],
-                      batch=batch, kernel=L.kernel, stride=L.stride, pad=L.pad, layer=i,
-                      first_layer=i == 0)
-        conv = L.kind == "conv"
-        rows, groups = tiling_for(L, Phase.FP, batch, cfg)
-        fp.append(Descriptor(
-            opcode=Opcode.CONV_FP if conv else Opcode.FC_FP, relu=L.relu, pool=L.pool,
-            bias=L.bias, interleave=interleave(L, Phase.FP, batch, cfg), tile_rows=rows,
-            tile_groups=groups, addr_ifm=base(f"act{i}"), addr_weight=base(f"param{i}"),
-            addr_bias=base(f"param{i}") + bias_offset(L, cfg) if L.bias else 0,
-            addr_ofm=base(f"act{i + 1}"), addr_index=base(f"index{i}") if L.pool else 0,
-            **common))
-    for L in reversed(layers):
-        i = L.index
         conv = L.kind == "conv"
         common = dict(in_channels=L.in_shape[0], out_channels=L.out_channels,
                       in_h=L.in_shape[1], in_w=L.in_shape[2], batch=batch, kernel=L.kernel,
-                      stride=L.stride, pad=L.pad, layer=i, first_layer=i == 0)
+                      stride=L.stride, pad=L.pad, layer=i, first_layer=i == 0, relu=L.relu,
+                      pool=L.pool, addr_ofm=base(f"act{i + 1}"),
+                      addr_index=base(f"index{i}") if L.pool else 0)
+        L.tilings = {ph: tiling_for(L, ph, batch, cfg, momentum=bool(momentum))
+                     for ph in (Phase.FP, Phase.BP, Phase.WU)}
+
+        def tile(ph):
+            t = L.tilings[ph]
+            return dict(tile_rows=t.tile_rows, tile_groups=t.groups,
+                        streamed=getattr(t, "order", "resident") == "streamed",
+                        interleave=interleave(L, ph, batch, cfg))
+        fp.append(Descriptor(
+            opcode=Opcode.CONV_FP if conv else Opcode.FC_FP, bias=L.bias,
+            addr_ifm=base(f"act{i}"), addr_weight=base(f"param{i}"),
+            addr_bias=base(f"param{i}") + bias_offset(L, cfg) if L.bias else 0,
+            **tile(Phase.FP), **common))
+        L.descriptors = {"common": common, "tile": tile}
+    for L in reversed(layers):
+        i = L.index
+        conv = L.kind == "conv"
+        common, tile = L.descriptors["common"], L.descriptors["tile"]
         if i > 0:
-            prev = layers[i - 1]
-            rows, groups = tiling_for(L, Phase.BP, batch, cfg)
-            uh, uw = prev.conv_out_hw if prev.pool else (0, 0)
             bp_wu.append(Descriptor(
-                opcode=Opcode.CONV_BP if conv else Opcode.FC_BP, relu=prev.relu,
-                pool=prev.pool, interleave=interleave(L, Phase.BP, batch, cfg),
-                tile_rows=rows, tile_groups=groups, unpool_h=uh, unpool_w=uw,
+                opcode=Opcode.CONV_BP if conv else Opcode.FC_BP,
                 addr_weight=base(f"param{i}"), addr_grad_out=base(f"grad{i}"),
-                addr_grad_in=base(f"grad{i - 1}"),
-                addr_ofm=base(f"act{i}") if prev.relu else 0,
-                addr_index=base(f"index{i - 1}") if prev.pool else 0, **common))
-        rows, groups = tiling_for(L, Phase.WU, batch, cfg)
+                addr_grad_in=base(f"grad{i - 1}"), **tile(Phase.BP), **common))
         bp_wu.append(Descriptor(
             opcode=Opcode.CONV_WU if conv else Opcode.FC_WU, bias=L.bias,
-            interleave=interleave(L, Phase.WU, batch, cfg), tile_rows=rows,
-            tile_groups=groups, addr_ifm=base(f"act{i}"), addr_grad_out=base(f"grad{i}"),
+            addr_ifm=base(f"act{i}"), addr_grad_out=base(f"grad{i}"),
             addr_grad_w=base(f"grad_param{i}"),
             addr_grad_b=base(f"grad_param{i}") + bias_offset(L, cfg) if L.bias else 0,
-            **common))
+            **tile(Phase.WU), **common))
         bp_wu.append(Descriptor(
             opcode=Opcode.SGD, momentum=bool(momentum), addr_weight=base(f"param{i}"),
             addr_grad_w=base(f"grad_param{i}"),
             addr_momentum=base(f"momentum{i}") if momentum else 0,
             length=mm[f"param{i}"].words, lr=float(np.float32(lr)),
             mu=float(np.float32(momentum)), layer=i))
+        del L.descriptors
     train = fp + [Descriptor(opcode=Opcode.HOST_SYNC)] + bp_wu + [Descriptor(opcode=Opcode.END)]
     infer = list(fp) + [Descriptor(opcode=Opcode.END)]
     for prog in (train, infer):

@@ -52,9 +52,8 @@ class Opcode(enum.IntEnum):
     END = 0
     #: Convolution forward: ``ofm = pool(relu(conv(ifm, w) + bias))`` (post-ops per flags).
     CONV_FP = 1
-    #: Convolution backward: gradient of the input from ``grad_out`` and the weights read
-    #: transposed and flipped; with ``relu``/``pool`` the store path undoes the *previous*
-    #: layer's post-ops, so ``grad_in`` is that layer's pre-activation gradient.
+    #: Convolution backward: gradient of the input from ``grad_out`` (with the layer's pool
+    #: and ReLU undone on the load path) and the weights read transposed and flipped.
     CONV_BP = 2
     #: Convolution weight gradient (and bias gradient with ``bias``) from ``grad_out`` and ``ifm``.
     CONV_WU = 3
@@ -130,13 +129,16 @@ class Field:
 #: The descriptor format. Flags are 1-bit fields; everything else is an unsigned integer.
 FIELDS = (
     Field("opcode", 0, 0, 8, "Opcode"),
-    Field("relu", 0, 8, 1, "FP: ReLU on the store path. BP: undo the previous layer's ReLU"),
-    Field("pool", 0, 9, 1, "FP: 2x2/2 max-pool on the store path (writes indices). "
-                           "BP: undo the previous layer's pool"),
+    Field("relu", 0, 8, 1, "the layer's ReLU. FP: applied on the store path. BP, WU: undone "
+                           "on the load path of `grad_out` (mask from `addr_ofm`)"),
+    Field("pool", 0, 9, 1, "the layer's 2x2/2 max-pool. FP: on the store path (writes "
+                           "`addr_index`). BP, WU: undone on the load path (reads it)"),
     Field("bias", 0, 10, 1, "FP: add the bias. WU: also write the bias gradient"),
     Field("momentum", 0, 11, 1, "SGD: use momentum (reads and writes `addr_momentum`)"),
     Field("first_layer", 0, 12, 1, "the network's first layer: its input gradient is never "
                                    "needed (BP of it is an error)"),
+    Field("streamed", 0, 13, 1, "weights streamed per input-channel group with each tile "
+                                "instead of resident for the whole batch (schedule order)"),
     Field("magic", 0, 24, 8, f"must be 0x{MAGIC:02X}"),
     Field("in_channels", 1, 0, 16, "input channels N (FC: input features when in_h = in_w = 1)"),
     Field("out_channels", 1, 16, 16, "output channels M (FC: output features)"),
@@ -150,15 +152,14 @@ FIELDS = (
                                   "of two <= cfg.acc_interleave"),
     Field("tile_rows", 4, 0, 16, "rows per tile (FP/BP: output/input rows; WU: output rows)"),
     Field("tile_groups", 4, 16, 16, "Tm-groups of output channels (FP) kept per weight load"),
-    Field("unpool_h", 5, 0, 16, "BP with `pool`: height of the previous layer's pre-pool map"),
-    Field("unpool_w", 5, 16, 16, "BP with `pool`: width of the previous layer's pre-pool map"),
     Field("addr_ifm", 6, 0, 32, "input activations (FP, WU)"),
     Field("addr_weight", 7, 0, 32, "weights (FP, BP; SGD: parameters updated in place)"),
     Field("addr_bias", 8, 0, 32, "bias (FP)"),
-    Field("addr_ofm", 9, 0, 32, "output activations (FP writes; BP with `relu` reads the "
-                                "previous layer's)"),
-    Field("addr_index", 10, 0, 32, "max-pool indices (FP writes; BP with `pool` reads)"),
-    Field("addr_grad_out", 11, 0, 32, "gradient of the layer's pre-activation output (BP, WU)"),
+    Field("addr_ofm", 9, 0, 32, "stored output, after ReLU and pool (FP writes; BP and WU "
+                                "with `relu` read it for the ReLU mask)"),
+    Field("addr_index", 10, 0, 32, "max-pool indices, one word per pooled output (FP writes; "
+                                   "BP and WU with `pool` read)"),
+    Field("addr_grad_out", 11, 0, 32, "gradient of the layer's stored output (BP, WU read)"),
     Field("addr_grad_in", 12, 0, 32, "gradient of the layer's input (BP writes)"),
     Field("addr_grad_w", 13, 0, 32, "weight gradient (WU writes, SGD reads)"),
     Field("addr_grad_b", 14, 0, 32, "bias gradient (WU writes)"),
@@ -171,7 +172,7 @@ FIELDS = (
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 ADDRESS_FIELDS = tuple(f.name for f in FIELDS if f.name.startswith("addr_"))
-FLAG_FIELDS = ("relu", "pool", "bias", "momentum", "first_layer")
+FLAG_FIELDS = ("relu", "pool", "bias", "momentum", "first_layer", "streamed")
 CHECKSUM_SEED = 0xEF7A1D00
 
 
@@ -206,6 +207,7 @@ class Descriptor:
     bias: bool = False
     momentum: bool = False
     first_layer: bool = False
+    streamed: bool = False
     magic: int = MAGIC
     in_channels: int = 0
     out_channels: int = 0
@@ -218,8 +220,6 @@ class Descriptor:
     interleave: int = 0
     tile_rows: int = 0
     tile_groups: int = 0
-    unpool_h: int = 0
-    unpool_w: int = 0
     addr_ifm: int = 0
     addr_weight: int = 0
     addr_bias: int = 0
@@ -354,8 +354,7 @@ def _field_error_code(name):
     return {
         "opcode": ErrorCode.BAD_OPCODE, "in_channels": ErrorCode.BAD_CHANNELS,
         "out_channels": ErrorCode.BAD_CHANNELS, "in_h": ErrorCode.BAD_SIZE,
-        "in_w": ErrorCode.BAD_SIZE, "unpool_h": ErrorCode.BAD_SIZE,
-        "unpool_w": ErrorCode.BAD_SIZE, "batch": ErrorCode.BAD_BATCH,
+        "in_w": ErrorCode.BAD_SIZE, "batch": ErrorCode.BAD_BATCH,
         "kernel": ErrorCode.BAD_KERNEL, "stride": ErrorCode.BAD_STRIDE,
         "pad": ErrorCode.BAD_PAD, "interleave": ErrorCode.BAD_INTERLEAVE,
         "tile_rows": ErrorCode.BAD_TILE, "tile_groups": ErrorCode.BAD_TILE,
@@ -437,10 +436,8 @@ def check(desc, cfg, *, dram_words=None):
     if p < 1 or p & (p - 1) or p > cfg.acc_interleave:
         return bad(ErrorCode.BAD_INTERLEAVE, "interleave", p,
                    f"a power of two 1..{cfg.acc_interleave} (acc_interleave)")
-    if desc.relu and op in (Opcode.CONV_WU, Opcode.FC_WU):
-        return bad(ErrorCode.BAD_FLAGS, "relu", True, "False for WU")
-    if desc.pool and (op in FC_OPCODES and op != Opcode.FC_BP or op == Opcode.CONV_WU):
-        return bad(ErrorCode.BAD_FLAGS, "pool", True, "only CONV_FP, CONV_BP, FC_BP")
+    if desc.pool and op in FC_OPCODES:
+        return bad(ErrorCode.BAD_FLAGS, "pool", True, "False for FC layers")
     if desc.momentum:
         return bad(ErrorCode.BAD_FLAGS, "momentum", True, "False except for SGD")
     if desc.first_layer and op in (Opcode.CONV_BP, Opcode.FC_BP):
@@ -448,13 +445,9 @@ def check(desc, cfg, *, dram_words=None):
                    "False for BP (the first layer's input gradient is never computed)")
     if desc.bias and not cfg.bias:
         return bad(ErrorCode.BAD_FLAGS, "bias", True, "False (this configuration has no bias)")
-    if desc.pool and op in (Opcode.CONV_BP, Opcode.FC_BP):
-        for name in ("unpool_h", "unpool_w"):
-            v = getattr(desc, name)
-            base = desc.in_h if name == "unpool_h" else desc.in_w
-            if v not in (2 * base, 2 * base + 1):
-                return bad(ErrorCode.BAD_SIZE, name, v,
-                           f"{2 * base} or {2 * base + 1} (twice the pooled map, +1 if odd)")
+    if desc.pool and min(desc.conv_out_hw) < 2:
+        return bad(ErrorCode.BAD_FLAGS, "pool", True,
+                   "False when the output map is smaller than 2x2")
     # Tile capacity.
     ho, wo = desc.conv_out_hw
     if not desc.is_fc:
@@ -502,14 +495,15 @@ def _used_addresses(desc):
         used += ["addr_bias"] if desc.bias else []
         used += ["addr_index"] if desc.pool else []
         return tuple(used)
-    if op in (Opcode.CONV_BP, Opcode.FC_BP):
-        used = ["addr_weight", "addr_grad_out", "addr_grad_in"]
+    if op in (Opcode.CONV_BP, Opcode.FC_BP, Opcode.CONV_WU, Opcode.FC_WU):
+        if op in (Opcode.CONV_BP, Opcode.FC_BP):
+            used = ["addr_weight", "addr_grad_out", "addr_grad_in"]
+        else:
+            used = ["addr_ifm", "addr_grad_out", "addr_grad_w"]
+            used += ["addr_grad_b"] if desc.bias else []
         used += ["addr_ofm"] if desc.relu else []
         used += ["addr_index"] if desc.pool else []
         return tuple(used)
-    if op in (Opcode.CONV_WU, Opcode.FC_WU):
-        return ("addr_ifm", "addr_grad_out", "addr_grad_w") + (
-            ("addr_grad_b",) if desc.bias else ())
     return ()
 
 
