@@ -32,7 +32,7 @@ __all__ = [
     "pack_activations", "unpack_activations", "pack_weights", "unpack_weights",
     "pack_bias", "unpack_bias", "pack_fc_activations", "unpack_fc_activations",
     "flat_length", "flatten_index", "fc_weights_from_torch",
-    "Transfer", "tile_transfers", "bursts", "burst_stats", "merge_runs",
+    "Transfer", "tile_transfers", "tile_steps", "bp_taps", "bursts", "burst_stats", "merge_runs",
 ]
 
 
@@ -64,10 +64,8 @@ class ActivationLayout:
     def __post_init__(self):
         for name in ("batch", "channels", "height", "width", "tn"):
             _check_positive(name, getattr(self, name))
-
-    @property
-    def groups(self):
-        return _ceil_div(self.channels, self.tn)
+        # Cached: address arithmetic runs once per transfer of every modelled tile.
+        object.__setattr__(self, "groups", _ceil_div(self.channels, self.tn))
 
     @property
     def image_words(self):
@@ -88,7 +86,8 @@ class ActivationLayout:
         if not (0 <= h0 <= h1 <= self.height and 0 <= g < self.groups and 0 <= b < self.batch):
             raise ValueError(f"rows [{h0}, {h1}) of group {g} of image {b} are outside "
                              f"the {self.batch}x{self.groups}x{self.height} tensor")
-        return (self.address(b, g * self.tn, h0, 0), (h1 - h0) * self.width * self.tn)
+        return ((((b * self.groups + g) * self.height + h0) * self.width) * self.tn,
+                (h1 - h0) * self.width * self.tn)
 
     def pack(self, x, dtype=np.float32):
         """``x[b, c, h, w]`` -> flat DRAM image (padding channels are zero)."""
@@ -407,6 +406,24 @@ def tile_transfers(layer, phase, tiling, cfg, batch, *, momentum=None):
 
     Returns a list of :class:`Transfer`.
     """
+    return tile_steps(layer, phase, tiling, cfg, batch, momentum=momentum)[0]
+
+
+def bp_taps(layer, y0, y1, width):
+    """MAC cycles per lane group of BP over grad_in rows [y0, y1): the sum over the tile's
+    pixels of the kernel taps in their stride phase (docs/numerics.md section 6)."""
+    k, s, p = layer.kernel, layer.stride, layer.pad
+
+    def taps(y):
+        return sum(1 for ky in range(k) if (y + p - ky) % s == 0)
+    if s == 1:
+        return k * k * (y1 - y0) * width
+    return sum(taps(y) for y in range(y0, y1)) * sum(taps(x) for x in range(width))
+
+
+def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
+    """``(transfers, compute)``: :func:`tile_transfers` and, per tile step, the PE array's
+    MAC cycles (one MAC per PE per cycle; no pipeline overhead, which perf.py adds)."""
     phase = Phase(phase)
     momentum = cfg.momentum if momentum is None else momentum
     lay = _tensor_layouts(layer, cfg, batch)
@@ -415,6 +432,7 @@ def tile_transfers(layer, phase, tiling, cfg, batch, *, momentum=None):
     m, n = layer.out_channels, layer.in_channels
     tr, gc, order = tiling.tile_rows, tiling.groups, tiling.order
     out = []
+    compute = []
     step = 0
 
     def add(direction, name, runs):
@@ -423,7 +441,7 @@ def tile_transfers(layer, phase, tiling, cfg, batch, *, momentum=None):
 
     if layer.kind == "pool":
         if phase is Phase.WU:
-            return []
+            return [], []
         rows_total = ho if phase is Phase.FP else h
         for b in range(images):
             for r0, r1 in row_tiles(rows_total, tr):
@@ -437,8 +455,9 @@ def tile_transfers(layer, phase, tiling, cfg, batch, *, momentum=None):
                         add("load", "grad_out", [lay["ofm"].rows_run(b, g, p0, p1)])
                         add("load", "pool_idx", [lay["ofm"].rows_run(b, g, p0, p1)])
                         add("store", "grad_in", [lay["ifm"].rows_run(b, g, r0, r1)])
+                    compute.append((r1 - r0) * w)   # the pool unit takes one pixel of Tn lanes a cycle
                     step += 1
-        return out
+        return out, compute
 
     wl = lay["weights"]
     if phase is Phase.FP:
@@ -468,6 +487,7 @@ def tile_transfers(layer, phase, tiling, cfg, batch, *, momentum=None):
                                     add("store", name, merge_runs(
                                         [lay["ofm"].rows_run(b, og, p0, p1)
                                          for og in out_groups]))
+                        compute.append(len(chunk) * layer.kernel ** 2 * (r1 - r0) * wo)
                         step += 1
     elif phase is Phase.BP:
         gm = _ceil_div(m, tn)                      # reduction groups (Tn output channels)
@@ -496,6 +516,7 @@ def tile_transfers(layer, phase, tiling, cfg, batch, *, momentum=None):
                             else:
                                 add("store", "grad_in", merge_runs(
                                     [lay["ifm"].rows_run(b, ig, y0, y1) for ig in in_groups]))
+                        compute.append(len(chunk) * bp_taps(layer, y0, y1, w))
                         step += 1
     else:  # WU: PE (mi, nj) of block (mg, ng) owns dw[m, n, :, :]
         gn = lay["ifm"].groups
@@ -519,8 +540,9 @@ def tile_transfers(layer, phase, tiling, cfg, batch, *, momentum=None):
                                 for name in ("weights",) + (("momentum",) if momentum else ()):
                                     add("load", name, run)
                                     add("store", name, run)
+                            compute.append(layer.kernel ** 2 * (r1 - r0) * wo)
                             step += 1
-    return out
+    return out, compute
 
 
 def bursts(offset_words, words, cfg):

@@ -1,0 +1,220 @@
+"""The analytical performance model: cycles of load, compute and store per tile and per layer.
+
+Each layer and phase runs as a sequence of tile steps (:func:`ef_train_hdl.layout.tile_steps`
+gives the loop nest, every DMA transfer and the MAC cycles of each step). With ping-pong
+buffers, step ``i`` computes while step ``i+1`` loads and step ``i-1`` stores, so
+
+    cycles = L[0] + sum_i max(L[i+1], C[i], S[i-1]) + S[last]
+
+with ``L``/``S`` the load/store cycles of a step (each transfer costs the DRAM model's start-up
+latency plus its bytes over the bandwidth; transfers of one stage run one after the other;
+the AXI read and write channels are independent) and ``C`` the MAC cycles plus a fixed
+per-tile pipeline overhead (:class:`PeTiming`). The formulas are in docs/perf_model.md.
+
+:func:`paper_setting` and :func:`network_perf` reproduce the paper's analysis (Tm = Tn = 16,
+4 floats per cycle, 400 cycles per transfer, 100 MHz, batch 16, VGG-16 at 224x224).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import preset
+from .layout import _tensor_layouts, tile_steps
+from .workloads import Phase, vgg16_conv
+
+__all__ = ["DramModel", "PeTiming", "LayerPerf", "NetworkPerf", "layer_perf", "pipeline_cycles",
+           "roofline", "network_perf", "paper_setting", "PAPER_MODEL_GFLOPS",
+           "PAPER_BOARD_GFLOPS"]
+
+#: The paper's own analytical model (finetune2.py) over the VGG-16 conv layers, and its board.
+PAPER_MODEL_GFLOPS = 47.99
+PAPER_BOARD_GFLOPS = 46.99
+
+
+@dataclass(frozen=True)
+class DramModel:
+    """DRAM as the DMA sees it: ``bytes_per_cycle`` (accelerator clock) per direction and a
+    start-up of ``latency_cycles`` paid by every transfer (one contiguous run)."""
+
+    bytes_per_cycle: float = 16.0
+    latency_cycles: int = 400
+
+    def __post_init__(self):
+        if not self.bytes_per_cycle > 0:
+            raise ValueError(f"bytes_per_cycle must be positive, not {self.bytes_per_cycle!r}")
+        if not isinstance(self.latency_cycles, int) or self.latency_cycles < 0:
+            raise ValueError(f"latency_cycles must be a non-negative integer, "
+                             f"not {self.latency_cycles!r}")
+
+    def transfer_cycles(self, words):
+        """Cycles of one transfer of ``words`` 32-bit words (works on numpy arrays)."""
+        return self.latency_cycles + np.ceil(np.asarray(words) * 4 / self.bytes_per_cycle)
+
+
+@dataclass(frozen=True)
+class PeTiming:
+    """Timing of the PE array that the model does not derive.
+
+    ``tile_overhead_cycles``: cycles a tile step spends beyond its MACs (pipeline fill and
+    drain of the multipliers and adder trees, buffer swap). The PE array's measured figure
+    goes here, in one place.
+    """
+
+    tile_overhead_cycles: int = 12
+
+
+@dataclass
+class LayerPerf:
+    layer: str
+    phase: str
+    tiling: object
+    steps: int
+    cycles: int
+    load_cycles: int
+    compute_cycles: int
+    store_cycles: int
+    macs: int
+    pes: int
+    transfers: int
+    load_words: int
+    store_words: int
+
+    @property
+    def utilisation(self):
+        """Useful MACs / (Tm * Tn * cycles)."""
+        return self.macs / (self.pes * self.cycles) if self.cycles else 0.0
+
+    def gflops(self, clock_mhz):
+        return 2 * self.macs * clock_mhz / self.cycles / 1000 if self.cycles else 0.0
+
+    def as_dict(self, clock_mhz=None):
+        d = dataclasses.asdict(self)
+        d["tiling"] = dataclasses.asdict(self.tiling)
+        d["utilisation"] = self.utilisation
+        if clock_mhz is not None:
+            d["gflops"] = self.gflops(clock_mhz)
+        return d
+
+
+def pipeline_cycles(load, compute, store):
+    """Cycles of a ping-pong pipeline of steps with per-step ``load``/``compute``/``store``.
+
+    Step ``i`` computes while step ``i+1`` loads and step ``i-1`` stores."""
+    load, compute, store = (np.asarray(a, dtype=np.int64) for a in (load, compute, store))
+    if len(compute) == 0:
+        return 0
+    nxt = np.append(load[1:], 0)
+    prev = np.insert(store[:-1], 0, 0)
+    return int(load[0] + np.maximum(np.maximum(nxt, compute), prev).sum() + store[-1])
+
+
+def useful_macs(layer, phase, batch):
+    """MACs a phase must do: the FP count M*N*K*K*Ho*Wo*B for all three phases (as the paper
+    counts; BP's transposed convolution and WU's correlation have the same count)."""
+    return layer.macs(batch)
+
+
+def layer_perf(layer, phase, tiling, cfg, batch, dram=DramModel(), timing=PeTiming(), *,
+               momentum=None):
+    """:class:`LayerPerf` of ``layer`` in ``phase`` under ``tiling``."""
+    phase = Phase(phase)
+    transfers, compute = tile_steps(layer, phase, tiling, cfg, batch, momentum=momentum)
+    n = len(compute)
+    load = np.zeros(n, np.int64)
+    store = np.zeros(n, np.int64)
+    if transfers:
+        steps = np.fromiter((t.step for t in transfers), np.int64, len(transfers))
+        words = np.fromiter((t.words for t in transfers), np.int64, len(transfers))
+        is_load = np.fromiter((t.direction == "load" for t in transfers), bool, len(transfers))
+        cyc = dram.transfer_cycles(words).astype(np.int64)
+        np.add.at(load, steps[is_load], cyc[is_load])
+        np.add.at(store, steps[~is_load], cyc[~is_load])
+        load_words, store_words = int(words[is_load].sum()), int(words[~is_load].sum())
+    else:
+        load_words = store_words = 0
+    comp = np.asarray(compute, np.int64) + timing.tile_overhead_cycles
+    return LayerPerf(layer.name, phase.name, tiling, n, pipeline_cycles(load, comp, store),
+                     int(load.sum()), int(comp.sum()), int(store.sum()),
+                     useful_macs(layer, phase, batch), cfg.pes, len(transfers),
+                     load_words, store_words)
+
+
+def roofline(layer, phase, cfg, batch, dram=DramModel(), *, momentum=None):
+    """``min(1, bandwidth x arithmetic intensity / peak)``: the utilisation bound when every
+    tensor of the phase crosses DRAM exactly once (MACs per byte of that traffic)."""
+    phase = Phase(phase)
+    momentum = cfg.momentum if momentum is None else momentum
+    lay = _tensor_layouts(layer, cfg, batch)
+    out_words = lay["ofm"].words * (2 if layer.pooled else 1)       # + pool index
+    grad_words = lay["ofm"].words * ((2 if layer.pooled else 1) + (1 if layer.relu else 0))
+    if layer.pooled and not layer.relu:
+        grad_words = lay["ofm"].words * 2
+    w_words = lay["weights"].words if "weights" in lay else 0
+    if phase is Phase.FP:
+        words = lay["ifm"].words + w_words + out_words
+    elif phase is Phase.BP:
+        words = grad_words + w_words + lay["ifm"].words
+    else:
+        words = grad_words + lay["ifm"].words + w_words * (4 if momentum else 2)
+    macs = useful_macs(layer, phase, batch)
+    intensity = macs / (4 * words)
+    return min(1.0, dram.bytes_per_cycle * intensity / cfg.pes)
+
+
+@dataclass
+class NetworkPerf:
+    layers: list
+    clock_mhz: float
+    peak_gflops: float
+
+    @property
+    def cycles(self):
+        return sum(p.cycles for p in self.layers)
+
+    @property
+    def macs(self):
+        return sum(p.macs for p in self.layers)
+
+    @property
+    def gflops(self):
+        return 2 * self.macs * self.clock_mhz / self.cycles / 1000
+
+    def phase_gflops(self, phase):
+        name = phase.name if isinstance(phase, Phase) else str(phase).upper()
+        sel = [p for p in self.layers if p.phase == name]
+        return 2 * sum(p.macs for p in sel) * self.clock_mhz / sum(p.cycles for p in sel) / 1000
+
+    @property
+    def utilisation(self):
+        return self.gflops / self.peak_gflops
+
+
+def network_perf(layers, cfg, batch, dram=DramModel(), timing=PeTiming(), clock_mhz=100.0, *,
+                 phases=(Phase.FP, Phase.BP, Phase.WU), first_bp=False, momentum=None,
+                 schedules=None):
+    """Schedule every layer and phase (:func:`ef_train_hdl.schedule.schedule_layer`) and
+    model it. BP of the first layer is skipped unless ``first_bp`` (nobody needs the gradient
+    of the network's input; the paper skips it too)."""
+    from .schedule import schedule_layer
+    out = []
+    for phase in phases:
+        for i, layer in enumerate(layers):
+            if Phase(phase) is Phase.BP and i == 0 and not first_bp:
+                continue
+            if layer.kind == "pool" and Phase(phase) is Phase.WU:
+                continue
+            perf = schedule_layer(layer, phase, cfg, batch, dram, timing, momentum=momentum)
+            out.append(perf)
+    return NetworkPerf(out, clock_mhz, cfg.peak_gflops(clock_mhz))
+
+
+def paper_setting():
+    """``(cfg, dram, batch, clock_mhz, layers)`` of the paper's analysis: the ``zcu102``
+    preset (Tm = Tn = 16, 128-bit DMA = 4 floats a cycle), 400 cycles per transfer,
+    batch 16, 100 MHz, the 13 VGG-16 conv layers at 224x224, SGD without momentum."""
+    cfg = preset("zcu102", dma_data_width=128, momentum=False)
+    return cfg, DramModel(bytes_per_cycle=16.0, latency_cycles=400), 16, 100.0, vgg16_conv(224)
