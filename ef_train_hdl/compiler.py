@@ -8,8 +8,9 @@ programs of :class:`~ef_train_hdl.descriptor.Descriptor`:
 
 - ``train_program``, one training step: FP of every layer; ``HOST_SYNC`` (the host reads the
   logits, writes the softmax cross-entropy gradient, mean over the batch, into the last
-  layer's ``grad_out``); then from the last layer to the first: BP (not for the first layer;
-  its store path undoes the previous layer's max-pool and ReLU), WU, SGD; ``END``.
+  layer's ``grad_out``); then from the last layer to the first: BP (not for the first
+  layer), then WU with the SGD update fused on its store path; ``END``. BP and WU undo the
+  layer's own max-pool and ReLU on their load path (docs/descriptors.md).
 - ``infer_program``: FP of every layer; ``END``.
 
 Every descriptor is validated against the config at compile time (the checks the command
@@ -17,9 +18,9 @@ processor repeats), so an unsupported network fails here with a message naming t
 
 Memory map, per hardware layer ``L`` (word addresses; every tensor 4 KiB aligned):
 ``act[L]`` its input (``act[0]`` the input batch, ``act[L+1]`` its stored output), ``index[L]``
-the pool indices, ``grad[L]`` the gradient of its pre-activation output (the host writes the
-last one), ``param[L]`` the weights followed directly by the bias (one SGD descriptor updates
-both), ``grad_param[L]`` and ``momentum[L]`` with the same internal offsets. Layouts are
+the pool indices, ``grad[L]`` the gradient of its stored output (same layout as ``act[L+1]``;
+the host writes the last one, the logits' gradient), ``param[L]`` the weights followed directly
+by the bias, ``momentum[L]`` with the same internal offsets. Layouts are
 those of :mod:`ef_train_hdl.layout`; an FC layer after a Flatten reads the conv layout of its
 input map directly and its weights are stored in the DRAM flatten order.
 """
@@ -288,7 +289,7 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
     n = len(layers)
     mm = MemoryMap()
     # The programs first: fixed places, known size.
-    mm.alloc("train_program", (4 * n + 2) * DESC_WORDS, "program")
+    mm.alloc("train_program", (3 * n + 1) * DESC_WORDS, "program")
     mm.alloc("infer_program", (n + 1) * DESC_WORDS, "program")
     # Activations: act[L] is layer L's input. An FC layer reading an FC output uses the FC
     # layout; an FC after Flatten reads the conv layout of its input map.
@@ -309,7 +310,6 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
         words = bias_offset(L, cfg) + (layout.BiasLayout(L.out_channels, cfg.tm).words
                                        if L.bias else 0)
         mm.alloc(f"param{L.index}", words, "param")
-        mm.alloc(f"grad_param{L.index}", words, "param")
         if momentum:
             mm.alloc(f"momentum{L.index}", words, "param")
 
@@ -323,7 +323,7 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
         common = dict(in_channels=L.in_shape[0], out_channels=L.out_channels,
                       in_h=L.in_shape[1], in_w=L.in_shape[2], batch=batch, kernel=L.kernel,
                       stride=L.stride, pad=L.pad, layer=i, first_layer=i == 0, relu=L.relu,
-                      pool=L.pool, addr_ofm=base(f"act{i + 1}"),
+                      pool=L.pool, flatten=L.flatten, addr_ofm=base(f"act{i + 1}"),
                       addr_index=base(f"index{i}") if L.pool else 0)
         L.tilings = {ph: tiling_for(L, ph, batch, cfg, momentum=bool(momentum))
                      for ph in (Phase.FP, Phase.BP, Phase.WU)}
@@ -348,18 +348,17 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
                 opcode=Opcode.CONV_BP if conv else Opcode.FC_BP,
                 addr_weight=base(f"param{i}"), addr_grad_out=base(f"grad{i}"),
                 addr_grad_in=base(f"grad{i - 1}"), **tile(Phase.BP), **common))
+        # WU with SGD on its store path: the weight gradient never goes to DRAM.
+        boff = bias_offset(L, cfg)
         bp_wu.append(Descriptor(
-            opcode=Opcode.CONV_WU if conv else Opcode.FC_WU, bias=L.bias,
-            addr_ifm=base(f"act{i}"), addr_grad_out=base(f"grad{i}"),
-            addr_grad_w=base(f"grad_param{i}"),
-            addr_grad_b=base(f"grad_param{i}") + bias_offset(L, cfg) if L.bias else 0,
-            **tile(Phase.WU), **common))
-        bp_wu.append(Descriptor(
-            opcode=Opcode.SGD, momentum=bool(momentum), addr_weight=base(f"param{i}"),
-            addr_grad_w=base(f"grad_param{i}"),
+            opcode=Opcode.CONV_WU if conv else Opcode.FC_WU, bias=L.bias, sgd=True,
+            momentum=bool(momentum), addr_ifm=base(f"act{i}"),
+            addr_grad_out=base(f"grad{i}"), addr_weight=base(f"param{i}"),
+            addr_bias=base(f"param{i}") + boff if L.bias else 0,
             addr_momentum=base(f"momentum{i}") if momentum else 0,
-            length=mm[f"param{i}"].words, lr=float(np.float32(lr)),
-            mu=float(np.float32(momentum)), layer=i))
+            addr_momentum_b=base(f"momentum{i}") + boff if momentum and L.bias else 0,
+            lr=float(np.float32(lr)), mu=float(np.float32(momentum)),
+            **tile(Phase.WU), **common))
         del L.descriptors
     train = fp + [Descriptor(opcode=Opcode.HOST_SYNC)] + bp_wu + [Descriptor(opcode=Opcode.END)]
     infer = list(fp) + [Descriptor(opcode=Opcode.END)]

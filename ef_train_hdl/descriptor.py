@@ -134,11 +134,16 @@ FIELDS = (
     Field("pool", 0, 9, 1, "the layer's 2x2/2 max-pool. FP: on the store path (writes "
                            "`addr_index`). BP, WU: undone on the load path (reads it)"),
     Field("bias", 0, 10, 1, "FP: add the bias. WU: also write the bias gradient"),
-    Field("momentum", 0, 11, 1, "SGD: use momentum (reads and writes `addr_momentum`)"),
+    Field("momentum", 0, 11, 1, "SGD, WU with `sgd`: use momentum (reads and writes "
+                                "`addr_momentum`, `addr_momentum_b`)"),
     Field("first_layer", 0, 12, 1, "the network's first layer: its input gradient is never "
                                    "needed (BP of it is an error)"),
     Field("streamed", 0, 13, 1, "weights streamed per input-channel group with each tile "
                                 "instead of resident for the whole batch (schedule order)"),
+    Field("flatten", 0, 14, 1, "FC: the input is a conv-layout map (in_channels x in_h x "
+                               "in_w) read as one flattened vector per image"),
+    Field("sgd", 0, 15, 1, "WU: the gradients go through the SGD unit on the store path and "
+                           "update `addr_weight`/`addr_bias` in place (no gradient stored)"),
     Field("magic", 0, 24, 8, f"must be 0x{MAGIC:02X}"),
     Field("in_channels", 1, 0, 16, "input channels N (FC: input features when in_h = in_w = 1)"),
     Field("out_channels", 1, 16, 16, "output channels M (FC: output features)"),
@@ -153,8 +158,9 @@ FIELDS = (
     Field("tile_rows", 4, 0, 16, "rows per tile (FP/BP: output/input rows; WU: output rows)"),
     Field("tile_groups", 4, 16, 16, "Tm-groups of output channels (FP) kept per weight load"),
     Field("addr_ifm", 6, 0, 32, "input activations (FP, WU)"),
-    Field("addr_weight", 7, 0, 32, "weights (FP, BP; SGD: parameters updated in place)"),
-    Field("addr_bias", 8, 0, 32, "bias (FP)"),
+    Field("addr_weight", 7, 0, 32, "weights (FP, BP; SGD and WU with `sgd`: updated in "
+                                   "place)"),
+    Field("addr_bias", 8, 0, 32, "bias (FP; WU with `sgd`: updated in place)"),
     Field("addr_ofm", 9, 0, 32, "stored output, after ReLU and pool (FP writes; BP and WU "
                                 "with `relu` read it for the ReLU mask)"),
     Field("addr_index", 10, 0, 32, "max-pool indices, one word per pooled output (FP writes; "
@@ -165,14 +171,16 @@ FIELDS = (
     Field("addr_grad_b", 14, 0, 32, "bias gradient (WU writes)"),
     Field("addr_momentum", 15, 0, 32, "SGD momentum buffer"),
     Field("length", 16, 0, 32, "SGD: words to update"),
-    Field("lr", 17, 0, 32, "SGD: learning rate, binary32 bits"),
-    Field("mu", 18, 0, 32, "SGD: momentum, binary32 bits"),
+    Field("lr", 17, 0, 32, "SGD, WU with `sgd`: learning rate, binary32 bits"),
+    Field("mu", 18, 0, 32, "SGD, WU with `sgd`: momentum, binary32 bits"),
     Field("layer", 19, 0, 16, "layer index in the network (for counters and error reports)"),
+    Field("addr_momentum_b", 20, 0, 32, "WU with `sgd` and `bias`: momentum of the bias"),
     Field("checksum", 31, 0, 32, "XOR of words 0..30 and 0xEF7A1D00"),
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 ADDRESS_FIELDS = tuple(f.name for f in FIELDS if f.name.startswith("addr_"))
-FLAG_FIELDS = ("relu", "pool", "bias", "momentum", "first_layer", "streamed")
+FLAG_FIELDS = ("relu", "pool", "bias", "momentum", "first_layer", "streamed",
+               "flatten", "sgd")
 CHECKSUM_SEED = 0xEF7A1D00
 
 
@@ -208,6 +216,8 @@ class Descriptor:
     momentum: bool = False
     first_layer: bool = False
     streamed: bool = False
+    flatten: bool = False
+    sgd: bool = False
     magic: int = MAGIC
     in_channels: int = 0
     out_channels: int = 0
@@ -234,6 +244,7 @@ class Descriptor:
     lr: float = 0.0
     mu: float = 0.0
     layer: int = 0
+    addr_momentum_b: int = 0
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
@@ -438,8 +449,20 @@ def check(desc, cfg, *, dram_words=None):
                    f"a power of two 1..{cfg.acc_interleave} (acc_interleave)")
     if desc.pool and op in FC_OPCODES:
         return bad(ErrorCode.BAD_FLAGS, "pool", True, "False for FC layers")
-    if desc.momentum:
-        return bad(ErrorCode.BAD_FLAGS, "momentum", True, "False except for SGD")
+    wu = op in (Opcode.CONV_WU, Opcode.FC_WU)
+    if desc.sgd and not wu:
+        return bad(ErrorCode.BAD_FLAGS, "sgd", True, "False except for CONV_WU and FC_WU")
+    if desc.momentum and not desc.sgd:
+        return bad(ErrorCode.BAD_FLAGS, "momentum", True, "False except for SGD and WU "
+                                                          "with sgd")
+    if desc.momentum and not cfg.momentum:
+        return bad(ErrorCode.BAD_FLAGS, "momentum", True,
+                   "False (this configuration has no momentum unit)")
+    if desc.flatten and op not in FC_OPCODES:
+        return bad(ErrorCode.BAD_FLAGS, "flatten", True, "False except for FC layers")
+    if desc.is_fc and not desc.flatten and (desc.in_h, desc.in_w) != (1, 1):
+        return bad(ErrorCode.BAD_SIZE, "in_h/in_w", (desc.in_h, desc.in_w),
+                   "(1, 1) for an FC layer without flatten")
     if desc.first_layer and op in (Opcode.CONV_BP, Opcode.FC_BP):
         return bad(ErrorCode.BAD_FLAGS, "first_layer", True,
                    "False for BP (the first layer's input gradient is never computed)")
@@ -498,6 +521,11 @@ def _used_addresses(desc):
     if op in (Opcode.CONV_BP, Opcode.FC_BP, Opcode.CONV_WU, Opcode.FC_WU):
         if op in (Opcode.CONV_BP, Opcode.FC_BP):
             used = ["addr_weight", "addr_grad_out", "addr_grad_in"]
+        elif desc.sgd:
+            used = ["addr_ifm", "addr_grad_out", "addr_weight"]
+            used += ["addr_bias"] if desc.bias else []
+            used += ["addr_momentum"] if desc.momentum else []
+            used += ["addr_momentum_b"] if desc.momentum and desc.bias else []
         else:
             used = ["addr_ifm", "addr_grad_out", "addr_grad_w"]
             used += ["addr_grad_b"] if desc.bias else []

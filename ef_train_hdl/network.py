@@ -86,7 +86,7 @@ class HwLayer:
     bias: bool = True
     relu: bool = False
     pool: bool = False
-    flatten: bool = False      # FC whose input is a flattened map (in_shape has H, W > 1)
+    flatten: bool = False      # FC whose input is a flattened conv-layout map
 
     @property
     def conv_out_hw(self):
@@ -180,8 +180,9 @@ def fuse(network, cfg=None):
                 fail(i, layer, f"its input has {c * h * w} features, not {layer.in_features}")
             if layer.bias and cfg is not None and not cfg.bias:
                 fail(i, layer, "bias, but the configuration has no bias unit")
+            # An FC fed by a conv output (or by the input map) reads the conv layout.
             out.append(HwLayer(len(out), i, "fc", shape, layer.out_features, bias=layer.bias,
-                               flatten=h * w > 1))
+                               flatten=flattened and (last is None or last.kind == "conv")))
             shape = (layer.out_features, 1, 1)
         elif isinstance(layer, ReLU):
             if last is None or last.source != i - 1:
