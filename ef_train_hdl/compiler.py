@@ -325,8 +325,12 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
                       stride=L.stride, pad=L.pad, layer=i, first_layer=i == 0, relu=L.relu,
                       pool=L.pool, flatten=L.flatten, addr_ofm=base(f"act{i + 1}"),
                       addr_index=base(f"index{i}") if L.pool else 0)
-        L.tilings = {ph: tiling_for(L, ph, batch, cfg, momentum=bool(momentum))
-                     for ph in (Phase.FP, Phase.BP, Phase.WU)}
+        try:
+            L.tilings = {ph: tiling_for(L, ph, batch, cfg, momentum=bool(momentum))
+                         for ph in (Phase.FP, Phase.BP, Phase.WU)}
+        except ValueError as e:
+            raise CompileError(f"layer {L.source} ({L.describe()}) cannot be tiled for "
+                               f"this configuration: {e}") from e
 
         def tile(ph):
             t = L.tilings[ph]
