@@ -359,14 +359,28 @@ def _tensor_layouts(layer, cfg, batch):
     return lay
 
 
-def _ifm_runs(layer, lay, batch, b, groups, rows):
-    """Runs of input groups ``groups`` rows ``rows`` of image ``b``; an FC layer that reads a
-    conv output directly reads one run per image (the flatten, docs/layout.md)."""
+def _ifm_runs(layer, lay, batch, b, groups, rows, cfg=None, seq=None, index=0):
+    """Runs of input group ``groups[0]`` rows ``rows`` of image ``b`` for the step at
+    ``index`` of the group sequence ``seq``.
+
+    An FC layer that reads a conv output directly (the flatten, docs/layout.md) reads one run
+    per image; to keep those runs long it loads ``ifm_depth // batch`` groups of ``seq`` at
+    once, at the first step of each such run of groups, and nothing at the others.
+    """
     if layer.kind == "fc" and layer.flatten_from is not None:
         tn = lay.tn
-        return [(bb * layer.in_channels + g0 * tn, (g1 - g0) * tn)
-                for bb in range(batch) for g0, g1 in [(groups[0], groups[-1] + 1)]]
+        per_load = max(1, cfg.ifm_depth // batch)
+        if index % per_load:
+            return []
+        block = seq[index:index + per_load]
+        return [(bb * _flat_words(layer, tn) + block[0] * tn,
+                 len(block) * tn) for bb in range(batch)]
     return merge_runs([lay.rows_run(b, g, *rows) for g in groups])
+
+
+def _flat_words(layer, tn):
+    c, h, w = layer.flatten_from
+    return flat_length(c, h, w, tn)
 
 
 def _grad_out_runs(layer, lay, b, groups, rows):
@@ -473,7 +487,7 @@ def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
                     rows_in = fp_input_rows(layer, r0, r1, h)
                     for g in range(gn):
                         add("load", "ifm", _ifm_runs(layer, lay["ifm"], batch, b, [g],
-                                                      rows_in))
+                                                      rows_in, cfg, list(range(gn)), g))
                         if order == "streamed":
                             add("load", "weights", [(wl.block_offset(mg, g), wl.block_words)
                                                     for mg in chunk])
@@ -511,7 +525,8 @@ def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
                                                      (ng1 - ng0) * wl.block_words)])
                         if g == gm - 1:
                             if layer.kind == "fc" and layer.flatten_from is not None:
-                                add("store", "grad_in", [(bb * n + ng0 * tn, (ng1 - ng0) * tn)
+                                add("store", "grad_in", [(bb * _flat_words(layer, tn) + ng0 * tn,
+                                                          (ng1 - ng0) * tn)
                                                          for bb in range(batch)])
                             else:
                                 add("store", "grad_in", merge_runs(
@@ -532,7 +547,7 @@ def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
                                 for name, run in _grad_out_runs(layer, lay, b, zgroups, (r0, r1)):
                                     add("load", name, [run])
                             add("load", "ifm", _ifm_runs(layer, lay["ifm"], batch, b, [g],
-                                                          rows_in))
+                                                          rows_in, cfg, chunk, i))
                             last = b == images - 1 and r1 == ho and i == len(chunk) - 1
                             if last:
                                 # SGD on the store path: read w (and v), write w' (and v').

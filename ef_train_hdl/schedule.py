@@ -153,8 +153,13 @@ def check_layer(layer, cfg, batch):
             limit_name = {"batch": "max_batch", "height": "max_size",
                           "width": "max_size"}.get(what, "max_channels")
             raise ValueError(f"layer {name!r}: {what} = {value} exceeds {limit_name} = {limit}")
-    if layer.pooled and not layer.relu and layer.kind == "conv":
-        pass    # a pool without a ReLU is fine; the BP load simply has no ReLU mask
+    if layer.kind == "fc" and layer.flatten_from is not None:
+        from .layout import flat_length
+        need = flat_length(*layer.flatten_from, cfg.tn)
+        if layer.in_channels != need:
+            raise ValueError(f"layer {name!r}: in_channels = {layer.in_channels}, but the "
+                             f"flatten of a {layer.flatten_from} map with Tn = {cfg.tn} is "
+                             f"{need} words (layout.flat_length, padding channels included)")
     phases = (Phase.FP, Phase.BP) if layer.kind == "pool" else tuple(Phase)
     for phase in phases:
         smallest = Tiling(1, 1, "streamed" if phase is not Phase.WU else "resident")

@@ -99,7 +99,11 @@ def run(args):
     for name in args.presets:
         cfg = preset(name, dma_data_width=128, momentum=False,
                      max_batch=max(args.batch, preset(name).max_batch))
-        net, rows = model_network(cfg, layers, args.batch, dram, timing, args.clock_mhz)
+        try:
+            net, rows = model_network(cfg, layers, args.batch, dram, timing, args.clock_mhz)
+        except ValueError as error:
+            print(f"\n== {cfg.name}: cannot run this workload: {error}")
+            continue
         _print_table(cfg, net, rows, args.clock_mhz)
         report["configs"].append({
             "config": cfg.as_dict(), "cycles": net.cycles, "gflops": net.gflops,
