@@ -120,8 +120,28 @@ def useful_macs(layer, phase, batch):
 
 def layer_perf(layer, phase, tiling, cfg, batch, dram=DramModel(), timing=PeTiming(), *,
                momentum=None):
-    """:class:`LayerPerf` of ``layer`` in ``phase`` under ``tiling``."""
+    """:class:`LayerPerf` of ``layer`` in ``phase`` under ``tiling``.
+
+    For a conv or pool layer and a batch above 4 the steps of images 1..B-2 repeat exactly
+    (same transfer sizes, same MACs; only the first image of a chunk loads its weights and
+    only the last one runs SGD), and every pipeline term depends only on neighbouring steps,
+    so every figure is affine in the batch: it is computed for 3 and 4 images and
+    extrapolated, exactly (tests/test_perf.py compares with the full enumeration).
+    """
     phase = Phase(phase)
+    if layer.kind != "fc" and batch > 4:
+        small = [_enumerate(layer, phase, tiling, cfg, b, dram, timing, momentum)
+                 for b in (3, 4)]
+        figures = [f4 + (batch - 4) * (f4 - f3) for f3, f4 in zip(*small)]
+    else:
+        figures = _enumerate(layer, phase, tiling, cfg, batch, dram, timing, momentum)
+    steps, cycles, load, comp, store, transfers, load_words, store_words = figures
+    return LayerPerf(layer.name, phase.name, tiling, steps, cycles, load, comp, store,
+                     useful_macs(layer, phase, batch), cfg.pes, transfers, load_words,
+                     store_words)
+
+
+def _enumerate(layer, phase, tiling, cfg, batch, dram, timing, momentum):
     transfers, compute = tile_steps(layer, phase, tiling, cfg, batch, momentum=momentum)
     n = len(compute)
     load = np.zeros(n, np.int64)
@@ -137,10 +157,8 @@ def layer_perf(layer, phase, tiling, cfg, batch, dram=DramModel(), timing=PeTimi
     else:
         load_words = store_words = 0
     comp = np.asarray(compute, np.int64) + timing.tile_overhead_cycles
-    return LayerPerf(layer.name, phase.name, tiling, n, pipeline_cycles(load, comp, store),
-                     int(load.sum()), int(comp.sum()), int(store.sum()),
-                     useful_macs(layer, phase, batch), cfg.pes, len(transfers),
-                     load_words, store_words)
+    return (n, pipeline_cycles(load, comp, store), int(load.sum()), int(comp.sum()),
+            int(store.sum()), len(transfers), load_words, store_words)
 
 
 def roofline(layer, phase, cfg, batch, dram=DramModel(), *, momentum=None):

@@ -79,3 +79,21 @@ def test_paper_first_layer_lanes_idle():
     perf = schedule_layer(layers[0], Phase.FP, cfg, batch, dram)
     assert perf.utilisation <= 3 / 16
     assert perf.utilisation > 0.15
+
+
+@pytest.mark.parametrize("layer", [Layer("c", "conv", 5, 6, 7, 6, 3, 1, 1, relu=True, pool=True),
+                                   Layer("s2", "conv", 3, 4, 9, 8, 3, 2, 1, relu=True),
+                                   Layer("one_row", "conv", 4, 4, 2, 5, 1, 1, 0)],
+                         ids=lambda l: l.name)
+@pytest.mark.parametrize("phase", list(Phase))
+def test_batch_extrapolation_is_exact(layer, phase):
+    """layer_perf extrapolates from 3 and 4 images; compare with the full enumeration."""
+    from ef_train_hdl.perf import _enumerate
+    from ef_train_hdl.schedule import candidate_tilings
+    cfg = preset("tiny")
+    batch = 7
+    for tiling in candidate_tilings(layer, phase, cfg, batch)[:3] + [Tiling(1, 1)]:
+        perf = layer_perf(layer, phase, tiling, cfg, batch, DRAM, PeTiming(3))
+        full = _enumerate(layer, phase, tiling, cfg, batch, DRAM, PeTiming(3), None)
+        assert (perf.steps, perf.cycles, perf.load_cycles, perf.compute_cycles,
+                perf.store_cycles, perf.transfers, perf.load_words, perf.store_words) == full
