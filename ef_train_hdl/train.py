@@ -44,13 +44,13 @@ def build_parser():
                    help="dataset: digits = scikit-learn's bundled 8x8 digits (default)")
     p.add_argument("--preset", default="ultra96", choices=sorted(PRESETS),
                    help="accelerator configuration preset (Tm, Tn, buffers) (default: ultra96)")
-    p.add_argument("--batch", type=int, default=32,
-                   help="batch size compiled into the program (default: 32)")
-    p.add_argument("--lr", type=float, default=0.05,
-                   help="SGD learning rate (binary32 in the descriptors) (default: 0.05)")
+    p.add_argument("--batch", type=int, default=16,
+                   help="batch size compiled into the program (default: 16)")
+    p.add_argument("--lr", type=float, default=0.02,
+                   help="SGD learning rate (binary32 in the descriptors) (default: 0.02)")
     p.add_argument("--momentum", type=float, default=0.9,
                    help="SGD momentum; 0 disables the momentum buffers (default: 0.9)")
-    p.add_argument("--epochs", type=int, default=4, help="training epochs (default: 4)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs (default: 5)")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the weight initialisation and the shuffling (default: 0)")
     p.add_argument("--init", metavar="NPZ",
