@@ -13,7 +13,7 @@ from amaranth.hdl import Elaboratable
 
 from ef_train_hdl.axi.common import DmaError
 from ef_train_hdl.axi.dma_read import DmaRead
-DmaWrite = None  # until the write engine lands
+from ef_train_hdl.axi.dma_write import DmaWrite
 from ef_train_hdl.axi.dram_model import AxiProtocolError, AxiRamModel
 from ef_train_hdl.axi.signature import Resp
 from ef_train_hdl.config import AcceleratorConfig
@@ -162,24 +162,21 @@ def error_factory(engine, cfg, commands, *, seed, mem, errors, results, after=No
         ram = AxiRamModel(dut.axi, mem.copy(), max_burst_beats=cfg.max_burst_beats,
                           rng=seed, errors=errors)
         results.clear()
-        results.update(ram=ram, dut=dut, out=[])
+        results.update(ram=ram, dut=dut, out=[], src=source_words(seed))
         state = {"sent": False}
 
         async def producer(ctx):
             await stream_put(ctx, dut.cmd, [{"addr": a, "length": n} for a, n in commands],
                              rng=random.Random(seed + 1), timeout=5000)
-            if engine is DmaWrite:
-                # The write engine sinks data after an error, so a producer never hangs.
-                await stream_put(ctx, dut.data, [0] * 300, rng=random.Random(seed + 3),
-                                 timeout=5000)
             state["sent"] = True
 
         async def data_side(ctx):
             if engine is DmaWrite:
-                words = np.concatenate([mem[a:a + n] for a, n in commands if n])
-                beats = pack_beats(cfg, words, commands)
-                await stream_put(ctx, dut.data, beats, rng=random.Random(seed + 2),
-                                 timeout=5000)
+                # Data for every command, the refused ones too: after the error the engine
+                # must swallow it rather than hang the producer.
+                await stream_put(ctx, dut.data, pack_beats(cfg, commands, results["src"]),
+                                 rng=random.Random(seed + 2), timeout=5000)
+                state["data_sent"] = True
                 return
             rng = random.Random(seed + 2)
             idle = 0
@@ -198,7 +195,8 @@ def error_factory(engine, cfg, commands, *, seed, mem, errors, results, after=No
         async def checker(ctx):
             for _ in range(30_000):
                 await ctx.tick()
-                if state["sent"] and not ctx.get(dut.busy) and ctx.get(dut.error):
+                if state["sent"] and not ctx.get(dut.busy) and ctx.get(dut.error) and \
+                        state.get("data_sent", engine is DmaRead):
                     break
             else:
                 raise AssertionError("no error reported, or the engine stayed busy")
@@ -220,6 +218,16 @@ def error_factory(engine, cfg, commands, *, seed, mem, errors, results, after=No
                 got = await stream_get(ctx, dut.data, -(-n // cfg.floats_per_beat),
                                        stall_prob=0.0, timeout=2000)
                 results["after"] = beats_to_words(cfg, got)
+            if after is not None and engine is DmaWrite:
+                a, n = after
+                await stream_put(ctx, dut.cmd, [{"addr": a, "length": n}], timeout=2000)
+                await stream_put(ctx, dut.data, pack_beats(cfg, [after], results["src"]),
+                                 timeout=2000)
+                for _ in range(2000):
+                    await ctx.tick()
+                    if not ctx.get(dut.busy):
+                        break
+                assert not ctx.get(dut.busy) and not ctx.get(dut.error)
         procs = [producer, checker] + ([data_side] if engine is DmaWrite else [])
         return dut, procs, [ram.run] + ([data_side] if engine is DmaRead else [])
     return factory
@@ -307,3 +315,147 @@ class _Empty(Elaboratable):
         tick = Signal()
         m.d.sync += tick.eq(~tick)
         return m
+
+
+# -- write engine ----------------------------------------------------------------------------
+
+def source_words(seed):
+    """The words to write: source word ``i`` goes to memory word ``i`` (so a misplaced write
+    shows), distinct from the memory's initial contents."""
+    return np.random.default_rng(1000 + seed).integers(0, 1 << 32, MEM_WORDS, dtype=np.uint32)
+
+
+def pack_beats(cfg, commands, src):
+    """The beats a producer sends for ``commands``; past-the-end words of a partial last beat
+    are junk that must not reach the memory."""
+    w = cfg.floats_per_beat
+    beats = []
+    for a, n in commands:
+        words = list(src[a:a + n]) + [0xDEADBEEF] * (-n % w)
+        for i in range(0, len(words), w):
+            beats.append(sum(int(x) << (32 * j) for j, x in enumerate(words[i:i + w])))
+    return beats
+
+
+def write_commands(cfg, rng, count, max_len=1500):
+    """Random commands writing disjoint runs (so the expected memory does not depend on the
+    order of overlapping writes)."""
+    w = cfg.floats_per_beat
+    cmds, used = [], np.zeros(MEM_WORDS, bool)
+    while len(cmds) < count:
+        length = rng.choice([1, w - 1 or 1, w + 1, rng.randint(1, max_len),
+                             cfg.max_burst_beats * w, rng.randint(1, 40)])
+        addr = rng.randrange(0, MEM_WORDS - length) // w * w
+        span = slice(addr, addr + -(-length // w) * w)
+        if not used[span].any():
+            used[span] = True
+            cmds.append((addr, length))
+    return cmds
+
+
+def write_factory(cfg, commands, *, seed, mem, results, stall=0.3, model_kw=None):
+    def factory():
+        rng = random.Random(seed)
+        dut = DmaWrite(cfg)
+        ram = AxiRamModel(dut.axi, mem.copy(), max_burst_beats=cfg.max_burst_beats,
+                          rng=rng.randrange(1 << 30), **(model_kw or {}))
+        src = source_words(seed)
+        results.clear()
+        results.update(ram=ram, dut=dut, src=src, done=0)
+
+        async def commander(ctx):
+            await stream_put(ctx, dut.cmd, [{"addr": a, "length": n} for a, n in commands],
+                             rng=random.Random(seed + 1), idle_prob=stall, timeout=5000)
+
+        async def producer(ctx):
+            await stream_put(ctx, dut.data, pack_beats(cfg, commands, src),
+                             rng=random.Random(seed + 2), idle_prob=stall, timeout=5000)
+
+        async def watcher(ctx):
+            # Every command's ``done`` pulse, then busy low (all responses back).
+            while results["done"] < len(commands):
+                _, _, done = await ctx.tick().sample(dut.done)
+                results["done"] += done
+            for _ in range(10):
+                await ctx.tick()
+            results["busy"] = ctx.get(dut.busy)
+            results["error"] = ctx.get(dut.error)
+            results["beats"] = ctx.get(dut.beats)
+        return dut, [commander, producer, watcher], [ram.run]
+    return factory
+
+
+def check_write_result(cfg, commands, mem, results):
+    ram, src = results["ram"], results["src"]
+    assert results["error"] == 0 and results["busy"] == 0
+    assert results["done"] == len(commands)
+    expected = mem.copy()
+    for a, n in commands:
+        expected[a:a + n] = src[a:a + n]
+    np.testing.assert_array_equal(ram.mem, expected)
+    assert ram.writes == [b for a, n in commands for b in expected_bursts(cfg, a, n)]
+    assert results["beats"] == ram.write_beats == sum(n for _, n in ram.writes)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_write_random(name, tmp_path):
+    cfg = CONFIGS[name]
+    rng = random.Random(hash(name) & 0xFFFF)
+    mem = np.random.default_rng(7).integers(0, 1 << 32, MEM_WORDS, dtype=np.uint32)
+    commands = write_commands(cfg, rng, 10)
+    results = {}
+    run_bounded(write_factory(cfg, commands, seed=21, mem=mem, results=results),
+                max_cycles=60_000, tmp_path=tmp_path, name=f"write_{name}")
+    check_write_result(cfg, commands, mem, results)
+
+
+def test_write_exact_boundaries(tmp_path):
+    """One word, 256 beats on one page, 256 beats across a page, partial last beats."""
+    cfg = CONFIGS["128b"]
+    mem = np.random.default_rng(8).integers(0, 1 << 32, MEM_WORDS, dtype=np.uint32)
+    commands = [(0, 1), (1024, 1024), (2048 + 512, 1024), (4, 3), (8, 5), (4096 - 4, 6)]
+    results = {}
+    run_bounded(write_factory(cfg, commands, seed=22, mem=mem, results=results,
+                              model_kw=dict(write_latency=(0, 30))),
+                max_cycles=20_000, tmp_path=tmp_path, name="write_boundaries")
+    check_write_result(cfg, commands, mem, results)
+
+
+@pytest.mark.parametrize("resp", [Resp.SLVERR, Resp.DECERR])
+def test_write_bus_error_reports_without_hang(resp, tmp_path):
+    cfg = CONFIGS["128b"]
+    mem = np.random.default_rng(9).integers(0, 1 << 32, MEM_WORDS, dtype=np.uint32)
+    commands = [(0, 300), (2048, 2000), (8000, 64)]
+    bad = 2048 * 4 + 5000  # in the second command's burst starting at byte 12288
+    results = {}
+    run_bounded(error_factory(DmaWrite, cfg, commands, seed=13, mem=mem, results=results,
+                              errors=[(bad, bad + 1, resp)], after=(10000, 37)),
+                max_cycles=40_000, tmp_path=tmp_path, name="write_error")
+    assert results["error_code"] == (DmaError.SLVERR if resp == Resp.SLVERR
+                                     else DmaError.DECERR)
+    assert results["error_addr"] == bad // 4096 * 4096
+    ram, src = results["ram"], results["src"]
+    np.testing.assert_array_equal(ram.mem[0:300], src[0:300])
+    # The failing burst was not written; after clear the engine writes again.
+    np.testing.assert_array_equal(ram.mem[3072:4096], mem[3072:4096])
+    np.testing.assert_array_equal(ram.mem[10000:10037], src[10000:10037])
+
+
+@pytest.mark.parametrize("bad_cmd, code", [((2050, 8), DmaError.MISALIGNED),
+                                           ((2048, 0), DmaError.ZERO_LENGTH)])
+def test_write_bad_command_refused(bad_cmd, code, tmp_path):
+    cfg = CONFIGS["128b"]
+    mem = np.random.default_rng(10).integers(0, 1 << 32, MEM_WORDS, dtype=np.uint32)
+    commands = [(0, 40), bad_cmd, (4000, 16)]
+    results = {}
+    run_bounded(error_factory(DmaWrite, cfg, commands, seed=14, mem=mem, results=results,
+                              errors=[], after=(100, 9)),
+                max_cycles=20_000, tmp_path=tmp_path, name="write_bad_cmd")
+    assert results["error_code"] == code
+    assert results["error_addr"] == bad_cmd[0] * 4
+    ram, src = results["ram"], results["src"]
+    assert ram.writes[:results["writes_before_clear"]] == expected_bursts(cfg, 0, 40)
+    np.testing.assert_array_equal(ram.mem[0:40], src[0:40])
+    np.testing.assert_array_equal(ram.mem[2048:2100], mem[2048:2100])
+    np.testing.assert_array_equal(ram.mem[4000:4016], mem[4000:4016])
+    np.testing.assert_array_equal(ram.mem[100:109], src[100:109])
