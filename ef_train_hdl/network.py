@@ -225,13 +225,14 @@ def lenet5(num_classes=10, in_channels=1, size=32):
 
 
 def small_cnn(num_classes=10, in_channels=1, size=8):
-    """A small CNN for 8x8 inputs (fast tests): conv3x3(pad 1)+ReLU+pool, conv3x3, FC."""
+    """A small CNN for the raw 8x8 digits (fast tests): two 3x3 convs (pad 1) with ReLU and
+    max-pool, then FC 128 -> 32 -> classes."""
     return Network((in_channels, size, size), [
-        Conv2d(in_channels, 4, 3, padding=1), ReLU(), MaxPool2d(2),
-        Conv2d(4, 8, 3, stride=1, padding=1), ReLU(), MaxPool2d(2),
+        Conv2d(in_channels, 8, 3, padding=1), ReLU(), MaxPool2d(2),
+        Conv2d(8, 8, 3, stride=1, padding=1), ReLU(), MaxPool2d(2),
         Flatten(),
-        Linear(8 * (size // 4) ** 2, 16), ReLU(),
-        Linear(16, num_classes),
+        Linear(8 * (size // 4) ** 2, 32), ReLU(),
+        Linear(32, num_classes),
     ])
 
 

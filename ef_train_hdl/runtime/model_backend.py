@@ -23,7 +23,18 @@ from ..descriptor import (DESC_WORDS, DescriptorError, ErrorCode, Opcode, check,
 from ..workloads import Layer, Phase
 from .api import Backend, RunStatus, register_backend
 
-__all__ = ["ModelBackend"]
+__all__ = ["ModelBackend", "ops_module"]
+
+
+def ops_module():
+    """The layer operations the backend runs: ``ef_train_hdl.model.ops`` when it exists,
+    else the contract's second implementation :mod:`.model_ops_fallback`."""
+    try:
+        from ..model import ops
+        return ops
+    except ImportError:
+        from . import model_ops_fallback
+        return model_ops_fallback
 
 _PHASE = {Opcode.CONV_FP: Phase.FP, Opcode.FC_FP: Phase.FP, Opcode.CONV_BP: Phase.BP,
           Opcode.FC_BP: Phase.BP, Opcode.CONV_WU: Phase.WU, Opcode.FC_WU: Phase.WU}
@@ -53,8 +64,7 @@ class ModelBackend(Backend):
 
     def __init__(self, cfg, dram_words, *, dram=None, max_descriptors=1 << 20):
         super().__init__(cfg, dram_words)
-        from ..model import ops  # the numpy model, loaded only by this backend
-        self.ops = ops
+        self.ops = ops_module()
         self.mem = np.zeros(int(dram_words), np.uint32)
         self.dram = dram
         self.max_descriptors = max_descriptors
