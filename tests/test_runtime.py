@@ -267,3 +267,15 @@ def test_training_reduces_loss():
     t2.init(1)
     before = t2.train_step(x[:16], y[:16])
     assert t2.train_step(x[:16], y[:16]) < before
+
+
+def test_fallback_sequential_accumulation_matches_its_definition():
+    from ef_train_hdl.runtime import model_ops_fallback as fb
+    rng = np.random.default_rng(2)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-39, -1e-39, 1.1754944e-38,
+                        -1.1754942e-38, 3.4e38, -3.4e38, 1.0, -1.0], np.float32)
+    for p in (1, 2, 8):
+        terms = rng.standard_normal((37, 4, 3)).astype(np.float32) * np.float32(1e-38)
+        mask = rng.random(terms.shape) < 0.2
+        terms[mask] = rng.choice(special, mask.sum())
+        bits_equal(fb._sequential(terms, p), fb._sequential_reference(terms, p))

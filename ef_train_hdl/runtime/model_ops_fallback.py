@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import FADD_LATENCY
-from ..model.fp import as_f32, bits, fadd, fmul, fmul_bf16, fsub, tree_sum
+from ..model.fp import (MIN_NORMAL, as_f32, bits, canonicalize, fadd, fmul, fmul_bf16, fsub,
+                        ftz, tree_sum)
 from .. import layout
 
 __all__ = ["interleave_fp", "interleave_bp", "interleave_wu", "conv_fp", "conv_bp", "conv_wu",
@@ -143,13 +144,33 @@ def conv_bp(g_z, w, in_hw, stride, pad, cfg):
 
 
 def _sequential(terms, p, init=None):
-    """Interleaved accumulation of ``terms[q]`` (q in order) into ``p`` partial sums."""
+    """Interleaved accumulation of ``terms[q]`` (q in order) into ``p`` partial sums.
+
+    Equal, bit for bit, to ``acc[q % p] = fadd(acc[q % p], terms[q])``: operands are flushed
+    once up front (the accumulators are kept flushed), each binary32 sum is flushed right
+    after it is rounded, and NaNs, which stay NaN through every later addition, are made
+    canonical at the end. This keeps the Python loop to three numpy calls per step.
+    """
+    terms = ftz(as_f32(terms))
     acc = np.zeros((p,) + terms.shape[1:], np.float32)
     if init is not None:
-        acc[0] = init
-    for c in range(0, terms.shape[0], p):
-        chunk = terms[c:c + p]
-        acc[:len(chunk)] = fadd(acc[:len(chunk)], chunk)
+        acc[0] = ftz(init)
+    with np.errstate(all="ignore"):
+        for c in range(0, terms.shape[0], p):
+            chunk = terms[c:c + p]
+            a = acc[:len(chunk)]
+            np.add(a, chunk, out=a)
+            tiny = np.abs(a) < MIN_NORMAL
+            if tiny.any():
+                a[tiny] = np.copysign(np.float32(0), a[tiny])
+    return _finish(canonicalize(acc), p)
+
+
+def _sequential_reference(terms, p):
+    """The definition :func:`_sequential` implements (for tests)."""
+    acc = np.zeros((p,) + terms.shape[1:], np.float32)
+    for q in range(terms.shape[0]):
+        acc[q % p] = fadd(acc[q % p], terms[q])
     return _finish(acc, p)
 
 
