@@ -279,3 +279,31 @@ def test_fallback_sequential_accumulation_matches_its_definition():
         mask = rng.random(terms.shape) < 0.2
         terms[mask] = rng.choice(special, mask.sum())
         bits_equal(fb._sequential(terms, p), fb._sequential_reference(terms, p))
+
+
+def test_model_ops_and_fallback_agree_bit_for_bit():
+    try:
+        from ef_train_hdl.model import ops as model_ops
+    except ImportError:
+        pytest.skip("ef_train_hdl.model.ops not in the tree yet: the backend runs the fallback")
+    from ef_train_hdl.runtime import model_ops_fallback as fb
+    rng = np.random.default_rng(4)
+    for cfg in (CFG, preset("tiny")):
+        x = rng.standard_normal((2, 5, 9, 7)).astype(np.float32)
+        w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+        bias = rng.standard_normal(6).astype(np.float32)
+        for s, p in ((1, 1), (2, 1), (2, 0)):
+            z = fb.conv_fp(x, w, bias, s, p, cfg)
+            bits_equal(model_ops.conv_fp(x, w, bias, s, p, cfg), z)
+            g = rng.standard_normal(z.shape).astype(np.float32)
+            bits_equal(model_ops.conv_bp(g, w, (9, 7), s, p, cfg),
+                       fb.conv_bp(g, w, (9, 7), s, p, cfg))
+            bits_equal(model_ops.conv_wu(g, x, 3, s, p, cfg), fb.conv_wu(g, x, 3, s, p, cfg))
+            bits_equal(model_ops.bias_grad(g, cfg), fb.bias_grad(g, cfg))
+        xf = rng.standard_normal((3, 20)).astype(np.float32)
+        wf = rng.standard_normal((7, 20)).astype(np.float32)
+        gf = rng.standard_normal((3, 7)).astype(np.float32)
+        bits_equal(model_ops.fc_fp(xf, wf, bias[:1].repeat(7), cfg),
+                   fb.fc_fp(xf, wf, bias[:1].repeat(7), cfg))
+        bits_equal(model_ops.fc_bp(gf, wf, cfg), fb.fc_bp(gf, wf, cfg))
+        bits_equal(model_ops.fc_wu(gf, xf, cfg), fb.fc_wu(gf, xf, cfg))

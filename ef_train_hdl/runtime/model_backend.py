@@ -29,12 +29,22 @@ __all__ = ["ModelBackend", "ops_module"]
 def ops_module():
     """The layer operations the backend runs: ``ef_train_hdl.model.ops`` when it exists,
     else the contract's second implementation :mod:`.model_ops_fallback`."""
+    from . import model_ops_fallback
     try:
         from ..model import ops
-        return ops
     except ImportError:
-        from . import model_ops_fallback
         return model_ops_fallback
+    missing = [name for name in REQUIRED_OPS if not hasattr(ops, name)]
+    if missing:
+        raise ImportError(f"ef_train_hdl.model.ops lacks {', '.join(missing)}, which the "
+                          f"model backend calls")
+    return ops
+
+
+#: What the backend calls on the ops module (signatures in model_ops_fallback).
+REQUIRED_OPS = ("conv_fp", "conv_bp", "conv_wu", "bias_grad", "fc_fp", "fc_bp", "fc_wu",
+                "relu_fp", "relu_bp", "maxpool_fp", "maxpool_bp", "sgd", "flatten_hw",
+                "unflatten_hw")
 
 _PHASE = {Opcode.CONV_FP: Phase.FP, Opcode.FC_FP: Phase.FP, Opcode.CONV_BP: Phase.BP,
           Opcode.FC_BP: Phase.BP, Opcode.CONV_WU: Phase.WU, Opcode.FC_WU: Phase.WU}
