@@ -16,8 +16,9 @@ import pytest
 from amaranth.hdl import Const
 from amaranth.sim import Simulator
 
+from ef_train_hdl.config import AcceleratorConfig
 from ef_train_hdl.core.postops import (
-    MaxPoolBackward, MaxPoolForward, ReluBackward, ReluForward,
+    MaxPoolBackward, MaxPoolForward, ReluBackward, ReluForward, SgdUpdate,
 )
 from ef_train_hdl.model import fp
 from stream_helpers import StreamTimeout, stream_get, stream_put
@@ -442,3 +443,66 @@ def test_maxpool_bad_size_raises_error(tmp_path, cls, width, height):
 
     simulate(tmp_path, f"{cls.__name__}_bad_size", build)
 
+
+# -- SGD -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("momentum", [False, True])
+@pytest.mark.parametrize("idle, stall", STALLS + [(0.0, 0.95)])
+def test_sgd(tmp_path, momentum, idle, stall):
+    lanes, count = 2, 120
+    rng = np.random.default_rng(20 + momentum + int(idle * 10) + int(stall * 100))
+    w = random_words(rng, (count, lanes))
+    dw = random_words(rng, (count, lanes))
+    v = random_words(rng, (count, lanes))
+    # A huge learning rate too, so that products overflow to infinity and inf - inf happens.
+    lr = np.float32(0.0125) if stall != 0.3 else np.float32(-3.0e30)
+    mu = np.float32(0.875)
+    cfg = AcceleratorConfig(momentum=momentum)
+    if momentum:
+        want_w, want_v = ops.sgd(f32(w), f32(dw), lr, cfg, mu=mu, v=f32(v))
+    else:
+        want_w, _ = ops.sgd(f32(w), f32(dw), lr, cfg)
+    got_w, got_v = [], []
+
+    def build():
+        dut = SgdUpdate(lanes, momentum)
+        got_w.clear()
+        got_v.clear()
+        streams = [(dut.w, w, 21), (dut.dw, dw, 22)] + ([(dut.v, v, 23)] if momentum else [])
+
+        def producer(port, words, seed):
+            async def put(ctx):
+                ctx.set(dut.lr, int(u32(lr)))
+                if momentum:
+                    ctx.set(dut.mu, int(u32(mu)))
+                await stream_put(ctx, port, beats_of(words), rng=random.Random(seed),
+                                 idle_prob=idle, timeout=500)
+            return put
+
+        async def consumer(ctx):
+            beats = await stream_get(ctx, dut.o, count, rng=random.Random(24), stall_prob=stall,
+                                     timeout=500)
+            for beat in beats:
+                got_w.append(unpack(Const.cast(beat.w).value, lanes))
+                if momentum:
+                    got_v.append(unpack(Const.cast(beat.v).value, lanes))
+            for _ in range(dut.latency + 4):
+                ctx.set(dut.o.ready, 1)
+                _, _, valid = await ctx.tick().sample(dut.o.valid)
+                assert not valid, "more output beats than input beats"
+
+        def check():
+            assert_bits_equal(got_w, u32(want_w), "sgd w'")
+            if momentum:
+                assert_bits_equal(got_v, u32(want_v), "sgd v'")
+
+        return dut, [consumer, *(producer(*s) for s in streams)], check
+
+    simulate(tmp_path, f"sgd_{'momentum' if momentum else 'plain'}", build)
+
+
+def test_sgd_bad_parameters():
+    with pytest.raises(TypeError, match="momentum"):
+        SgdUpdate(2, momentum=1)
+    with pytest.raises(TypeError, match="lanes"):
+        SgdUpdate(0)
