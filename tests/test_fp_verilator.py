@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from ef_train_hdl import cosim
+from ef_train_hdl import fp as fp_units
 from ef_train_hdl.config import FADD_LATENCY, FMUL_LATENCY
-from ef_train_hdl.model import fp
+from ef_train_hdl.model import fp, fp_vectors
 
 pytestmark = pytest.mark.verilator
 
@@ -23,34 +24,20 @@ RANDOM_PAIRS = 20_000
 
 UNITS = {
     # unit: (FMul/FAdd and its arguments, vector operation, model, documented latency)
-    "fmul_fp32": (("FMul", {"mult_format": "fp32"}), "fmul", fp.fmul, FMUL_LATENCY),
-    "fmul_bf16": (("FMul", {"mult_format": "bf16"}), "fmul", fp.fmul_bf16, FMUL_LATENCY),
-    "fadd": (("FAdd", {}), "fadd", fp.fadd, FADD_LATENCY),
+    "fmul_fp32": (("FMul", {"mult_format": "fp32"}), "mul", fp.fmul, FMUL_LATENCY),
+    "fmul_bf16": (("FMul", {"mult_format": "bf16"}), "mul", fp.fmul_bf16, FMUL_LATENCY),
+    "fadd": (("FAdd", {}), "add", fp.fadd, FADD_LATENCY),
 }
 
 
 def _component(spec):
-    # Imported here, not at module level: a missing FP unit fails these tests, not the
-    # collection of the whole suite.
-    from ef_train_hdl import fp as fp_units
     name, kwargs = spec
     return getattr(fp_units, name)(**kwargs)
 
 
-def _pairs(result):
-    """(a, b) uint32 arrays from whatever pair container the generator returns."""
-    if isinstance(result, tuple):
-        a, b = result
-    else:
-        array = np.asarray(result)
-        a, b = (array[:, 0], array[:, 1]) if array.shape[-1] == 2 else (array[0], array[1])
-    return np.asarray(a, dtype=np.uint32), np.asarray(b, dtype=np.uint32)
-
-
 def _vectors(op):
-    from ef_train_hdl.model import fp_vectors
-    sa, sb = _pairs(fp_vectors.special_pairs())
-    ra, rb = _pairs(fp_vectors.random_pairs(op, RANDOM_PAIRS, seed=2022))
+    sa, sb = fp_vectors.special_pairs()
+    ra, rb = fp_vectors.random_pairs(op, RANDOM_PAIRS, seed=2022)
     return np.concatenate([sa, ra]), np.concatenate([sb, rb])
 
 
