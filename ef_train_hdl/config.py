@@ -25,7 +25,7 @@ FMUL_LATENCY = 4
 #: Cycles from operands in to sum out of :class:`ef_train_hdl.fp.FAdd` (II = 1).
 #: An accumulator that feeds its own output back needs this many independent partial sums
 #: in flight to accept one addend per cycle; see docs/numerics.md.
-FADD_LATENCY = 5
+FADD_LATENCY = 7
 
 #: Multiplier operand formats: full binary32, or bfloat16 operands (the top 16 bits of a
 #: binary32, truncated) with an exact product rounded once to binary32.

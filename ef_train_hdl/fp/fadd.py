@@ -13,13 +13,15 @@ from ef_train_hdl.config import FADD_LATENCY
 class FAdd(wiring.Component):
     """Binary32 adder, round to nearest even, flush-to-zero (docs/numerics.md section 1).
 
-    Latency :data:`~ef_train_hdl.config.FADD_LATENCY` (5) cycles; throughput one sum per cycle;
+    Latency :data:`~ef_train_hdl.config.FADD_LATENCY` (7) cycles; throughput one sum per cycle;
     no back-pressure and no enable (see :class:`~ef_train_hdl.fp.FMul`). Subtraction is addition
     with the sign bit of ``b`` inverted by the caller.
 
-    Stages: (1) classify, order the operands by magnitude, exponent difference; (2) align the
-    smaller significand with guard, round and sticky bits; (3) add or subtract; (4) leading-zero
-    count and normalising shift; (5) round to nearest even, flush, pack.
+    Stages, each a few LUT levels deep so that the unit is not what limits the clock:
+    (1) classify, order the operands by magnitude, both exponent differences; (2) swap, cap the
+    shift; (3) align the smaller significand; (4) fold the shifted-out bits into a sticky bit,
+    add or subtract; (5) leading-zero count; (6) normalising shift, exponent and its range
+    flags; (7) round to nearest even, flush, pack.
 
     Members
     -------
@@ -47,110 +49,136 @@ class FAdd(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        # -- stage 1: classify, order by magnitude ----------------------------------------
-        def unpack(x):
-            e = x[23:31]
-            f = x[0:23]
-            return e, f, e == 0, (e == 0xFF) & (f == 0), (e == 0xFF) & (f != 0)
+        def stage(prev, **signals):
+            """Register ``signals`` (name: value) plus every field of ``prev`` not overridden."""
+            out = {}
+            for name, value in {**{k: v for k, v in prev.items() if k not in signals},
+                                **signals}.items():
+                reg = Signal.like(value, name=f"{name}_s{stage.n}") if isinstance(value, Signal) \
+                    else Signal(Value.cast(value).shape(), name=f"{name}_s{stage.n}")
+                m.d.sync += reg.eq(value)
+                out[name] = reg
+            stage.n += 1
+            return out
+        stage.n = 1
 
-        ea, fa, za, ia, na = unpack(self.a)
-        eb, fb, zb, ib, nb = unpack(self.b)
-        # Subnormals read as zero: their magnitude for the ordering is zero too.
-        mag_a = Mux(za, 0, self.a[0:31])
-        mag_b = Mux(zb, 0, self.b[0:31])
-        swap = mag_b > mag_a
+        a, b = self.a, self.b
+        ea, eb = a[23:31], b[23:31]
+        fa, fb = a[0:23], b[0:23]
+        za, zb = ea == 0, eb == 0
+        ia, ib = (ea == 0xFF) & (fa == 0), (eb == 0xFF) & (fb == 0)
+        na, nb = (ea == 0xFF) & (fa != 0), (eb == 0xFF) & (fb != 0)
 
-        s1 = dict(valid=Signal(), nan=Signal(), inf=Signal(), inf_sign=Signal(),
-                  both_zero=Signal(), zero_sign=Signal(), sign=Signal(), sub=Signal(),
-                  exp=Signal(8), sig_big=Signal(24), sig_small=Signal(24), diff=Signal(8),
-                  small_zero=Signal())
-        big_e = Mux(swap, eb, ea)
-        small_e = Mux(swap, ea, eb)
-        m.d.sync += [
-            s1["valid"].eq(self.i_valid),
-            s1["nan"].eq(na | nb | (ia & ib & (self.a[31] != self.b[31]))),
-            s1["inf"].eq(ia | ib),
-            s1["inf_sign"].eq(Mux(ia, self.a[31], self.b[31])),
-            s1["both_zero"].eq(za & zb),
-            s1["zero_sign"].eq(self.a[31] & self.b[31]),
-            s1["sign"].eq(Mux(swap, self.b[31], self.a[31])),
-            s1["sub"].eq(self.a[31] ^ self.b[31]),
-            s1["exp"].eq(big_e),
-            s1["sig_big"].eq(Cat(Mux(swap, fb, fa), 1)),
-            s1["sig_small"].eq(Mux(Mux(swap, za, zb), 0, Cat(Mux(swap, fa, fb), 1))),
-            s1["diff"].eq(big_e - small_e),
-        ]
+        # 1: classify; order by magnitude. Raw magnitudes order correctly even with
+        #    subnormals: a subnormal (read as zero) is below every normal, and two of them
+        #    make a zero sum whichever way round.
+        s = stage({},
+            valid=self.i_valid,
+            nan=na | nb | (ia & ib & (a[31] != b[31])),
+            inf=ia | ib,
+            inf_sign=Mux(ia, a[31], b[31]),
+            both_zero=za & zb,
+            zero_sign=a[31] & b[31],
+            swap=b[0:31] > a[0:31],
+            diff_ab=ea - eb,
+            diff_ba=eb - ea,
+            sub=a[31] ^ b[31],
+            a=a, b=b, za=za, zb=zb)
 
-        # -- stage 2: align the smaller operand (3 extra bits: guard, round, sticky) ------
-        s2 = dict(valid=Signal(), nan=Signal(), inf=Signal(), inf_sign=Signal(),
-                  both_zero=Signal(), zero_sign=Signal(), sign=Signal(), sub=Signal(),
-                  exp=Signal(8), big=Signal(27), small=Signal(27))
+        # 2: swap; the shift amount, capped where everything falls into the sticky bit
+        big = Mux(s["swap"], s["b"], s["a"])
+        small = Mux(s["swap"], s["a"], s["b"])
+        small_zero = Mux(s["swap"], s["za"], s["zb"])
+        diff = Mux(s["swap"], s["diff_ba"], s["diff_ab"])[0:8]
+        s = stage({k: s[k] for k in ("valid", "nan", "inf", "inf_sign", "both_zero",
+                                     "zero_sign", "sub")},
+            sign=big[31],
+            exp=big[23:31],
+            sig_big=Cat(big[0:23], 1),
+            sig_small=Mux(small_zero, 0, Cat(small[0:23], 1)),
+            shift=Mux(diff > 27, 27, diff)[0:5])
+
+        # 3: align the smaller significand; keep what falls out for the sticky bit
         wide = Signal(24 + 27)
-        m.d.comb += wide.eq(Cat(C(0, 27), s1["sig_small"]) >> Mux(s1["diff"] > 27, 27, s1["diff"]))
-        # wide[24:51] is (sig << 3) >> diff; what falls below bit 24 folds into the sticky bit
-        aligned = Cat(wide[0:25] != 0, wide[25:51])
-        for key in ("valid", "nan", "inf", "inf_sign", "both_zero", "zero_sign", "sign",
-                    "sub", "exp"):
-            m.d.sync += s2[key].eq(s1[key])
-        m.d.sync += [
-            s2["big"].eq(Cat(C(0, 3), s1["sig_big"])),
-            s2["small"].eq(aligned),
-        ]
+        m.d.comb += wide.eq(Cat(C(0, 27), s["sig_small"]) >> s["shift"])
+        s = stage({k: v for k, v in s.items() if k not in ("sig_small", "shift")},
+            small_hi=wide[24:51], small_lo=wide[0:24])
 
-        # -- stage 3: add or subtract (|big| >= |small|, so the difference is not negative)
-        s3 = dict(valid=Signal(), nan=Signal(), inf=Signal(), inf_sign=Signal(),
-                  both_zero=Signal(), zero_sign=Signal(), sign=Signal(),
-                  exp=Signal(8), sum=Signal(28))
-        for key in ("valid", "nan", "inf", "inf_sign", "both_zero", "zero_sign", "sign", "exp"):
-            m.d.sync += s3[key].eq(s2[key])
-        m.d.sync += s3["sum"].eq(Mux(s2["sub"], s2["big"] - s2["small"], s2["big"] + s2["small"]))
+        # 4: add or subtract (|big| >= |small|, so the difference is not negative); guard,
+        #    round and sticky bits below the significand
+        small27 = Cat(s["small_hi"][0] | (s["small_lo"] != 0), s["small_hi"][1:27])
+        big27 = Cat(C(0, 3), s["sig_big"])
+        s = stage({k: v for k, v in s.items()
+                   if k not in ("small_hi", "small_lo", "sig_big", "sub")},
+            sum=Mux(s["sub"], big27 - small27, big27 + small27)[0:28])
 
-        # -- stage 4: normalise ---------------------------------------------------------------
-        s4 = dict(valid=Signal(), nan=Signal(), inf=Signal(), inf_sign=Signal(),
-                  both_zero=Signal(), zero_sign=Signal(), sign=Signal(),
-                  exp=Signal(signed(10)), mant=Signal(27), exact_zero=Signal())
-        total = s3["sum"]
-        lzc = Signal(range(28))
-        # leading zeros of total[0:27] (bit 26 is the hidden-bit position)
-        with m.If(total[0:27] == 0):
-            m.d.comb += lzc.eq(27)
-        for i in range(27):
-            with m.If(total[26 - i] & (total[27 - i:27] == 0 if i else 1)):
-                m.d.comb += lzc.eq(i)
-        shifted_left = Signal(27)
-        m.d.comb += shifted_left.eq((total[0:27] << lzc)[0:27])
-        shifted_right = Cat(total[1] | total[0], total[2:28])
-        for key in ("valid", "nan", "inf", "inf_sign", "both_zero", "zero_sign", "sign"):
-            m.d.sync += s4[key].eq(s3[key])
-        m.d.sync += [
-            s4["exact_zero"].eq(total == 0),
-            s4["exp"].eq(Mux(total[27], s3["exp"] + 1, s3["exp"] - lzc)),
-            s4["mant"].eq(Mux(total[27], shifted_right, shifted_left)),
-        ]
+        # 5: leading zeros of the sum below the carry bit; the exponent's neighbours
+        e = s["exp"]
+        s = stage(s, lzc=_leading_zeros(m, s["sum"][0:27]),
+                  exp_plus1=e + 1, exp_plus2=e + 2,
+                  e_ge_253=e >= 253, e_ge_254=e >= 254, e_eq_254=e == 254)
 
-        # -- stage 5: round to nearest even, flush, pack --------------------------------------
-        mant = s4["mant"]
+        # 6: normalise: one right shift on a carry, else left by the leading zeros. The
+        #    exponent for both outcomes of the rounding carry, and its range flags from
+        #    comparisons of the stage-5 values alone (no compare after a subtraction).
+        total, e, lzc = s["sum"], s["exp"], s["lzc"]
+        carry = total[27]
+        s = stage({k: v for k, v in s.items()
+                   if k not in ("sum", "lzc", "exp", "exp_plus1", "exp_plus2",
+                                "e_ge_253", "e_ge_254", "e_eq_254")},
+            exact_zero=total == 0,
+            mant=Mux(carry, Cat(total[1] | total[0], total[2:28]), (total[0:27] << lzc)[0:27]),
+            exp=Mux(carry, s["exp_plus1"], e - lzc)[0:8],
+            exp_plus1=Mux(carry, s["exp_plus2"], s["exp_plus1"] - lzc)[0:8],
+            tiny=~carry & (lzc >= e),
+            huge=carry & s["e_ge_254"],
+            huge_plus1=Mux(carry, s["e_ge_253"], (lzc == 0) & s["e_eq_254"]))
+
+        # 7: round to nearest even, flush, pack. A carry out of the rounding leaves the
+        #    fraction all zeros, so the fraction is the low 23 bits either way.
+        mant = s["mant"]
         round_up = mant[2] & (mant[1] | mant[0] | mant[3])
         rounded = Signal(25)
         m.d.comb += rounded.eq(mant[3:27] + round_up)
-        exp_r = Signal(signed(11))
-        m.d.comb += exp_r.eq(s4["exp"] + rounded[24])
-        frac = Mux(rounded[24], rounded[1:24], rounded[0:23])
+        carry = rounded[24]
+        sign = s["sign"]
         result = Signal(32)
-        with m.If(s4["nan"]):
+        with m.If(s["nan"]):
             m.d.comb += result.eq(0x7FC00000)
-        with m.Elif(s4["inf"]):
-            m.d.comb += result.eq(Cat(C(0, 23), C(0xFF, 8), s4["inf_sign"]))
-        with m.Elif(s4["both_zero"]):
-            m.d.comb += result.eq(Cat(C(0, 31), s4["zero_sign"]))
-        with m.Elif(s4["exact_zero"]):
+        with m.Elif(s["inf"]):
+            m.d.comb += result.eq(Cat(C(0, 23), C(0xFF, 8), s["inf_sign"]))
+        with m.Elif(s["both_zero"]):
+            m.d.comb += result.eq(Cat(C(0, 31), s["zero_sign"]))
+        with m.Elif(s["exact_zero"]):
             m.d.comb += result.eq(0)  # exact cancellation: +0 under round to nearest
-        with m.Elif(s4["exp"] <= 0):
+        with m.Elif(s["tiny"]):
             # Sums of normals are multiples of 2**-149: a tiny one is exact, then flushed.
-            m.d.comb += result.eq(Cat(C(0, 31), s4["sign"]))
-        with m.Elif(exp_r >= 0xFF):
-            m.d.comb += result.eq(Cat(C(0, 23), C(0xFF, 8), s4["sign"]))
+            m.d.comb += result.eq(Cat(C(0, 31), sign))
+        with m.Elif(Mux(carry, s["huge_plus1"], s["huge"])):
+            m.d.comb += result.eq(Cat(C(0, 23), C(0xFF, 8), sign))
         with m.Else():
-            m.d.comb += result.eq(Cat(frac, exp_r[0:8], s4["sign"]))
-        m.d.sync += [self.result.eq(result), self.o_valid.eq(s4["valid"])]
+            m.d.comb += result.eq(Cat(rounded[0:23], Mux(carry, s["exp_plus1"], s["exp"]), sign))
+        m.d.sync += [self.result.eq(result), self.o_valid.eq(s["valid"])]
         return m
+
+
+def _leading_zeros(m, value):
+    """Leading zeros of ``value`` (its width if zero) as a two-level tree: a priority encoder
+    within each 8-bit group, and one that picks the first non-zero group, so the count is a few
+    LUT levels deep instead of a chain as long as the word."""
+    width = len(value)
+    padded = Cat(C(0, -width % 8), value)           # zeros below: leading zeros unchanged
+    groups = [padded[i:i + 8] for i in range(len(padded) - 8, -1, -8)]   # most significant first
+    count = Signal(range(len(padded) + 1))
+    m.d.comb += count.eq(len(padded))
+    for index in reversed(range(len(groups))):      # the last assignment wins: the first group
+        group = groups[index]
+        in_group = Signal(3)
+        for bit in range(8):                        # the last assignment wins: the highest bit
+            with m.If(group[bit]):
+                m.d.comb += in_group.eq(7 - bit)
+        with m.If(group != 0):
+            m.d.comb += count.eq(index * 8 + in_group)
+    result = Signal(range(width + 1))
+    m.d.comb += result.eq(Mux(count > width, width, count))
+    return result

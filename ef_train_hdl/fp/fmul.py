@@ -111,37 +111,48 @@ class FMul(wiring.Component):
             s2_inf.eq(s1_inf), s2_zero.eq(s1_zero), s2_exp.eq(s1_exp), s2_prod.eq(prod),
         ]
 
-        # -- stage 3: normalise (one bit), guard and sticky ----------------------------------
+        # -- stage 3: normalise (one bit), guard and sticky; the exponent's range flags for
+        #    both outcomes of the rounding carry, so that stage 4 only selects
         s3_valid = Signal()
         s3_sign = Signal()
         s3_nan = Signal()
         s3_inf = Signal()
         s3_zero = Signal()
-        s3_exp = Signal(signed(11))
         s3_mant = Signal(24)
         s3_round = Signal()
+        s3_exp = Signal(8)
+        s3_exp_plus1 = Signal(8)
+        s3_tiny = Signal()           # exponent <= 0 before rounding: flushed ...
+        s3_to_min_normal = Signal()  # ... unless it rounds up to 2**-126 on the IEEE grid
+        s3_huge = Signal()
+        s3_huge_plus1 = Signal()
         top = s2_prod[47]
         mant = Mux(top, s2_prod[24:48], s2_prod[23:47])
         guard = Mux(top, s2_prod[23], s2_prod[22])
         sticky = Mux(top, s2_prod[0:23] != 0, s2_prod[0:22] != 0)
+        exp = Signal(signed(11))
+        m.d.comb += exp.eq(s2_exp + top)
         m.d.sync += [
             s3_valid.eq(s2_valid), s3_sign.eq(s2_sign), s3_nan.eq(s2_nan),
             s3_inf.eq(s2_inf), s3_zero.eq(s2_zero),
-            s3_exp.eq(s2_exp + top),
             s3_mant.eq(mant),
             s3_round.eq(guard & (sticky | mant[0])),
+            s3_exp.eq(exp[0:8]),
+            s3_exp_plus1.eq((exp + 1)[0:8]),
+            s3_tiny.eq(exp <= 0),
+            # The contract rounds on the gradual-underflow grid, then flushes: an exact value
+            # in [2**-126 - 2**-150, 2**-126) rounds up to the smallest normal and is kept.
+            # Before rounding that window is exponent 0 with all 24 significand bits set.
+            s3_to_min_normal.eq((exp == 0) & (mant == 0xFFFFFF)),
+            s3_huge.eq(exp >= 0xFF),
+            s3_huge_plus1.eq(exp >= 0xFE),
         ]
 
-        # -- stage 4: round, flush, pack -----------------------------------------------------
+        # -- stage 4: round, flush, pack. A carry out of the rounding leaves the fraction all
+        #    zeros, so the fraction is the low 23 bits either way.
         rounded = Signal(25)
         m.d.comb += rounded.eq(s3_mant + s3_round)
-        exp_r = Signal(signed(12))
-        m.d.comb += exp_r.eq(s3_exp + rounded[24])
-        frac_r = Mux(rounded[24], rounded[1:24], rounded[0:23])
-        # The contract rounds on the gradual-underflow grid, then flushes: an exact value in
-        # [2**-126 - 2**-150, 2**-126) rounds up to the smallest normal and is kept. Before
-        # rounding that window is exponent 0 with all 24 significand bits set.
-        to_min_normal = (s3_exp == 0) & (s3_mant == 0xFFFFFF)
+        carry = rounded[24]
         result = Signal(32)
         with m.If(s3_nan):
             m.d.comb += result.eq(0x7FC00000)
@@ -149,13 +160,13 @@ class FMul(wiring.Component):
             m.d.comb += result.eq(Cat(C(0, 23), C(0xFF, 8), s3_sign))
         with m.Elif(s3_zero):
             m.d.comb += result.eq(Cat(C(0, 31), s3_sign))
-        with m.Elif(to_min_normal):
+        with m.Elif(s3_to_min_normal):
             m.d.comb += result.eq(Cat(C(0, 23), C(1, 8), s3_sign))
-        with m.Elif(s3_exp <= 0):
+        with m.Elif(s3_tiny):
             m.d.comb += result.eq(Cat(C(0, 31), s3_sign))
-        with m.Elif(exp_r >= 0xFF):
+        with m.Elif(Mux(carry, s3_huge_plus1, s3_huge)):
             m.d.comb += result.eq(Cat(C(0, 23), C(0xFF, 8), s3_sign))
         with m.Else():
-            m.d.comb += result.eq(Cat(frac_r, exp_r[0:8], s3_sign))
+            m.d.comb += result.eq(Cat(rounded[0:23], Mux(carry, s3_exp_plus1, s3_exp), s3_sign))
         m.d.sync += [self.result.eq(result), self.o_valid.eq(s3_valid)]
         return m
