@@ -187,6 +187,20 @@ def test_fc_nonfinite():
     assert_bits(ops.fc_wu(g_y, x, cfg), cs.fc_wu(g_y, x, cfg))
 
 
+def test_bf16_operands_truncated_and_nan_kept():
+    """bf16: operands truncated (not rounded) to their top 16 bits; a NaN whose payload is
+    only in the low half stays NaN (truncating its bits would give inf)."""
+    cfg = CONFIGS["bf16"]
+    one_plus = np.uint32(0x3F80FFFF).view(np.float32)    # rounds to 1.0078125, truncates to 1
+    low_nan = np.uint32(0x7F800001).view(np.float32)
+    x = np.array([[one_plus, 2.0], [low_nan, 1.0]], np.float32)
+    w = np.array([[one_plus, 0.0], [0.0, 1.0]], np.float32)
+    y = ops.fc_fp(x, w, None, cfg)
+    assert_bits(y, cs.fc_fp(x, w, None, cfg))
+    assert y[0, 0] == np.float32(1.0)
+    assert bits(y)[1, 0] == 0x7FC00000 and bits(y)[1, 1] == 0x7FC00000
+
+
 # -- element-wise units ------------------------------------------------------------------------------
 
 def test_relu_bit_exact():

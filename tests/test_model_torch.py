@@ -208,3 +208,50 @@ def test_sgd_plain_matches_torch():
     w, v = ops.sgd(w0, dw, np.float32(0.1), CFG)
     assert v is None
     assert_close(w, param, rtol=1e-6)
+
+
+def test_lenet5_bench_step_matches_torch():
+    """The step timed by ``bench model_speed`` is a real LeNet-5 training step: its updated
+    parameters equal torch's (SGD with momentum) within tolerance."""
+    from ef_train_hdl.bench.model_speed import _lenet5_params, train_step
+
+    cfg = preset("ultra96")
+    tn = cfg.tn
+    rng = np.random.default_rng(3)
+    params = _lenet5_params(rng, tn)
+    for name in ("c1.b", "c2.b", "f1.b", "f2.b", "f3.b"):
+        params[name] = randn(rng, *params[name].shape) * np.float32(0.1)
+    x = randn(rng, 4, 1, 28, 28)
+    labels = rng.integers(0, 10, 4)
+
+    # torch weights from the model's: undo the flatten permutation of fc1
+    cols = fc_weights_from_torch(np.arange(400)[None, :] + 1, 16, 5, 5, tn)[0]
+    f1_torch = np.zeros((120, 400), np.float32)
+    f1_torch[:, cols[cols > 0] - 1] = params["f1.w"][:, cols > 0]
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 6, 5, padding=2), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(6, 16, 5), torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten(),
+        torch.nn.Linear(400, 120), torch.nn.ReLU(), torch.nn.Linear(120, 84), torch.nn.ReLU(),
+        torch.nn.Linear(84, 10)).double()
+    mods = {"c1": net[0], "c2": net[3], "f1": net[7], "f2": net[9], "f3": net[11]}
+    with torch.no_grad():
+        for key, mod in mods.items():
+            mod.weight.copy_(t64(f1_torch if key == "f1" else params[key + ".w"]))
+            mod.bias.copy_(t64(params[key + ".b"]))
+    opt = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9)
+
+    velocity = {k: np.zeros_like(v) for k, v in params.items()}
+    loss = train_step(params, velocity, x, labels, cfg)
+    t_loss = torch.nn.functional.cross_entropy(net(t64(x)), torch.tensor(labels))
+    t_loss.backward()
+    opt.step()
+    assert abs(loss - t_loss.item()) <= 1e-4 * abs(t_loss.item())
+    for key, mod in mods.items():
+        w = mod.weight.detach().numpy()
+        if key == "f1":
+            w = fc_weights_from_torch(w, 16, 5, 5, tn)
+        assert_close(params[key + ".w"], w, rtol=1e-5)
+        assert_close(params[key + ".b"], mod.bias.detach().numpy(), rtol=1e-5)
+        assert_close(velocity[key + ".w"], np.asarray(
+            fc_weights_from_torch(mod.weight.grad.numpy(), 16, 5, 5, tn) if key == "f1"
+            else mod.weight.grad.numpy()))
