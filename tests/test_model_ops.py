@@ -15,6 +15,7 @@ import pytest
 import contract_scalar as cs
 from ef_train_hdl.config import preset
 from ef_train_hdl.model import ops, ref64
+from ef_train_hdl.model import fp
 from ef_train_hdl.model.fp import bits
 
 TINY = preset("tiny")
@@ -373,3 +374,20 @@ def test_conv_bit_exact_sweep(k, s, p, cfg_name):
     assert_bits(ops.conv_fp(x, wt, bias, s, p, cfg), cs.conv_fp(x, wt, bias, s, p, cfg))
     assert_bits(ops.conv_bp(g_z, wt, (h, w), s, p, cfg), cs.conv_bp(g_z, wt, (h, w), s, p, cfg))
     assert_bits(ops.conv_wu(g_z, x, k, s, p, cfg), cs.conv_wu(g_z, x, k, s, p, cfg))
+
+
+def test_sequential_accumulation_matches_its_definition():
+    """The weight update's fast chain (in-place float32 adds, flushed) equals a loop of fadd."""
+    rng = np.random.default_rng(2)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-39, -1e-39, 1.1754944e-38,
+                        -1.1754942e-38, 3.4e38, -3.4e38, 1.0, -1.0], np.float32)
+    for p in (1, 2, 8):
+        terms = rng.standard_normal((37, 4, 3)).astype(np.float32) * np.float32(1e-38)
+        mask = rng.random(terms.shape) < 0.2
+        terms[mask] = rng.choice(special, mask.sum())
+        expected = np.zeros((p,) + terms.shape[1:], np.float32)
+        for q in range(terms.shape[0]):
+            expected[q % p] = fp.fadd(expected[q % p], terms[q])
+        expected = expected[0] if p == 1 else fp.tree_sum(expected, axis=0)
+        assert (fp.bits(ops._sequential(terms, p)) == fp.bits(expected)).all()
+

@@ -12,9 +12,7 @@ from ef_train_hdl.network import (Conv2d, Flatten, Linear, MaxPool2d, Network, R
                                   lenet5, small_cnn)
 from ef_train_hdl.runtime import AcceleratorError, Trainer, softmax_xent
 from ef_train_hdl import layout
-from ef_train_hdl.runtime.model_backend import ops_module
-
-ops = ops_module()
+from ef_train_hdl.model import ops
 
 CFG = preset("ultra96")
 
@@ -269,41 +267,3 @@ def test_training_reduces_loss():
     assert t2.train_step(x[:16], y[:16]) < before
 
 
-def test_fallback_sequential_accumulation_matches_its_definition():
-    from ef_train_hdl.runtime import model_ops_fallback as fb
-    rng = np.random.default_rng(2)
-    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-39, -1e-39, 1.1754944e-38,
-                        -1.1754942e-38, 3.4e38, -3.4e38, 1.0, -1.0], np.float32)
-    for p in (1, 2, 8):
-        terms = rng.standard_normal((37, 4, 3)).astype(np.float32) * np.float32(1e-38)
-        mask = rng.random(terms.shape) < 0.2
-        terms[mask] = rng.choice(special, mask.sum())
-        bits_equal(fb._sequential(terms, p), fb._sequential_reference(terms, p))
-
-
-def test_model_ops_and_fallback_agree_bit_for_bit():
-    try:
-        from ef_train_hdl.model import ops as model_ops
-    except ImportError:
-        pytest.skip("ef_train_hdl.model.ops not in the tree yet: the backend runs the fallback")
-    from ef_train_hdl.runtime import model_ops_fallback as fb
-    rng = np.random.default_rng(4)
-    for cfg in (CFG, preset("tiny")):
-        x = rng.standard_normal((2, 5, 9, 7)).astype(np.float32)
-        w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
-        bias = rng.standard_normal(6).astype(np.float32)
-        for s, p in ((1, 1), (2, 1), (2, 0)):
-            z = fb.conv_fp(x, w, bias, s, p, cfg)
-            bits_equal(model_ops.conv_fp(x, w, bias, s, p, cfg), z)
-            g = rng.standard_normal(z.shape).astype(np.float32)
-            bits_equal(model_ops.conv_bp(g, w, (9, 7), s, p, cfg),
-                       fb.conv_bp(g, w, (9, 7), s, p, cfg))
-            bits_equal(model_ops.conv_wu(g, x, 3, s, p, cfg), fb.conv_wu(g, x, 3, s, p, cfg))
-            bits_equal(model_ops.bias_grad(g, cfg), fb.bias_grad(g, cfg))
-        xf = rng.standard_normal((3, 20)).astype(np.float32)
-        wf = rng.standard_normal((7, 20)).astype(np.float32)
-        gf = rng.standard_normal((3, 7)).astype(np.float32)
-        bits_equal(model_ops.fc_fp(xf, wf, bias[:1].repeat(7), cfg),
-                   fb.fc_fp(xf, wf, bias[:1].repeat(7), cfg))
-        bits_equal(model_ops.fc_bp(gf, wf, cfg), fb.fc_bp(gf, wf, cfg))
-        bits_equal(model_ops.fc_wu(gf, xf, cfg), fb.fc_wu(gf, xf, cfg))

@@ -162,14 +162,6 @@ def _sequential(terms, p, init=None):
     return _finish(canonicalize(acc), p)
 
 
-def _sequential_reference(terms, p):
-    """The definition :func:`_sequential` implements (for tests)."""
-    acc = np.zeros((p,) + terms.shape[1:], np.float32)
-    for q in range(terms.shape[0]):
-        acc[q % p] = fadd(acc[q % p], terms[q])
-    return _finish(acc, p)
-
-
 def conv_wu(g_z, x, k, stride, pad, cfg):
     """``dw[m, n, ky, kx]`` (numerics.md section 7): pixels in (b, oy, ox) order."""
     g_z, x = as_f32(g_z), as_f32(x)

@@ -18,33 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layout
+from ..model import ops
 from ..descriptor import (DESC_WORDS, DescriptorError, ErrorCode, Opcode, check, unpack,
                           FC_OPCODES)
 from ..workloads import Layer, Phase
 from .api import Backend, RunStatus, register_backend
 
-__all__ = ["ModelBackend", "ops_module"]
+__all__ = ["ModelBackend"]
 
-
-def ops_module():
-    """The layer operations the backend runs: ``ef_train_hdl.model.ops`` when it exists,
-    else the contract's second implementation :mod:`.model_ops_fallback`."""
-    from . import model_ops_fallback
-    try:
-        from ..model import ops
-    except ImportError:
-        return model_ops_fallback
-    missing = [name for name in REQUIRED_OPS if not hasattr(ops, name)]
-    if missing:
-        raise ImportError(f"ef_train_hdl.model.ops lacks {', '.join(missing)}, which the "
-                          f"model backend calls")
-    return ops
-
-
-#: What the backend calls on the ops module (signatures in model_ops_fallback).
-REQUIRED_OPS = ("conv_fp", "conv_bp", "conv_wu", "bias_grad", "fc_fp", "fc_bp", "fc_wu",
-                "relu_fp", "relu_bp", "maxpool_fp", "maxpool_bp", "sgd", "flatten_hw",
-                "unflatten_hw")
 
 _PHASE = {Opcode.CONV_FP: Phase.FP, Opcode.FC_FP: Phase.FP, Opcode.CONV_BP: Phase.BP,
           Opcode.FC_BP: Phase.BP, Opcode.CONV_WU: Phase.WU, Opcode.FC_WU: Phase.WU}
@@ -74,7 +55,7 @@ class ModelBackend(Backend):
 
     def __init__(self, cfg, dram_words, *, dram=None, max_descriptors=1 << 20):
         super().__init__(cfg, dram_words)
-        self.ops = ops_module()
+        self.ops = ops
         self.mem = np.zeros(int(dram_words), np.uint32)
         self.dram = dram
         self.max_descriptors = max_descriptors
