@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import layout
+from . import layout, schedule
 from .config import AcceleratorConfig
 from .descriptor import Descriptor, Opcode, validate, DescriptorError, DESC_WORDS
-from .network import Network, HwLayer, fuse, UnsupportedLayer
+from .network import Network, fuse, UnsupportedLayer
 from .workloads import Layer, Phase
 
 __all__ = ["compile_network", "CompiledNetwork", "MemoryMap", "Tensor", "CompileError",
@@ -197,71 +197,17 @@ def to_workload_layer(L, cfg):
                  bias=L.bias, flatten_from=tuple(L.in_shape) if L.flatten else None)
 
 
-def _pow2ceil(v):
-    return 1 << max(0, (int(v) - 1).bit_length())
-
-
 def interleave(L, phase, batch, cfg):
-    """Accumulator interleave P of layer ``L`` in ``phase`` (docs/numerics.md section 4).
-
-    Uses ``model.ops.interleave_*`` when the model provides them; the rule is the contract's.
-    """
-    from .config import FADD_LATENCY
-    a = cfg.acc_interleave
-    if L.kind == "fc":
-        ho, wo, k, s, w_in = 1, batch, 1, 1, batch
-    else:
-        ho, wo = L.conv_out_hw
-        k, s, w_in = L.kernel, L.stride, L.in_shape[2]
-    try:
-        from .model import ops
-        if phase == Phase.FP:
-            return int(ops.interleave_fp(wo, cfg))
-        if phase == Phase.BP:
-            return int(ops.interleave_bp(w_in, s, cfg))
-        return int(ops.interleave_wu(k, cfg))
-    except (ImportError, AttributeError, TypeError):
-        pass
-    if phase == Phase.FP:
-        need = -(-FADD_LATENCY // wo)
-    elif phase == Phase.BP:
-        need = -(-FADD_LATENCY // max(1, w_in // s))
-    else:
-        need = -(-FADD_LATENCY // (k * k))
-    return min(max(_pow2ceil(need), 1), a)
+    """Accumulator interleave P of layer ``L`` in ``phase`` (docs/numerics.md section 4)."""
+    return schedule.interleave(to_workload_layer(L, cfg), phase, cfg, batch)
 
 
 def tiling_for(L, phase, batch, cfg, *, momentum=None):
-    """The :class:`~ef_train_hdl.schedule.Tiling` of ``L`` in ``phase``.
-
-    From :func:`ef_train_hdl.schedule.schedule_layer` (the analytical model's choice) when it
-    is available; otherwise the largest strip of whole rows that fits the buffers under the
-    descriptor's capacity rules (docs/descriptors.md), weights resident, one output group per
-    weight load.
-    """
-    from . import schedule
-    choose = getattr(schedule, "schedule_layer", None)
-    if choose is not None:
-        perf = choose(to_workload_layer(L, cfg), phase, cfg, batch, momentum=momentum)
-        return perf.tiling
-    if L.kind == "fc":
-        return schedule.Tiling(1, 1)
-    c, h, w = L.in_shape
-    ho, wo = L.conv_out_hw
-    k, s, p = L.kernel, L.stride, L.pad
-    if phase == Phase.BP:
-        rows = h
-        while rows > 1 and ((rows + k - 1) * (wo + k) > cfg.ifm_depth
-                            or rows * w > cfg.ofm_depth):
-            rows -= 1
-        return schedule.Tiling(rows, 1)
-    rows = ho
-    while rows > 1 and (((rows - 1) * s + k) * (w + 2 * p) > cfg.ifm_depth
-                        or (phase == Phase.FP and rows * wo > cfg.ofm_depth)):
-        rows -= 1
-    if L.pool and rows > 1 and rows % 2:
-        rows -= 1  # both rows of a pool window in the same strip
-    return schedule.Tiling(rows, 1)
+    """The :class:`~ef_train_hdl.schedule.Tiling` of ``L`` in ``phase``: the analytical
+    model's choice (:func:`ef_train_hdl.schedule.schedule_layer`)."""
+    perf = schedule.schedule_layer(to_workload_layer(L, cfg), phase, cfg, batch,
+                                   momentum=momentum)
+    return perf.tiling
 
 
 def _act_tensor(mm, name, L_shape, batch, cfg, fc):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import FADD_LATENCY
 from .workloads import Layer, Phase
 
 __all__ = ["Tiling", "ORDERS", "interleave", "buffer_needs", "fits", "check_layer",
@@ -29,10 +28,6 @@ ORDERS = ("resident", "streamed")
 
 def _ceil_div(a, b):
     return -(-a // b)
-
-
-def _pow2ceil(x):
-    return 1 << max(0, (x - 1).bit_length())
 
 
 @dataclass(frozen=True)
@@ -53,19 +48,16 @@ class Tiling:
 
 
 def interleave(layer, phase, cfg, batch):
-    """The accumulator interleave P of docs/numerics.md section 4 (layer shape only)."""
+    """The accumulator interleave P of ``layer`` in ``phase`` (docs/numerics.md section 4):
+    the contract's rule of :mod:`ef_train_hdl.model.ops`, from the layer's shape only."""
+    from .model import ops
     phase = Phase(phase)
-    a = cfg.acc_interleave
-
-    def clamp(x):
-        return min(max(x, 1), a)
+    fc = layer.kind == "fc"
     if phase is Phase.FP:
-        wo = batch if layer.kind == "fc" else layer.out_width
-        return clamp(_pow2ceil(_ceil_div(FADD_LATENCY, wo)))
+        return ops.interleave_fp(batch if fc else layer.out_width, cfg)
     if phase is Phase.BP:
-        w = batch if layer.kind == "fc" else layer.width
-        return clamp(_pow2ceil(_ceil_div(FADD_LATENCY, max(1, w // layer.stride))))
-    return clamp(_pow2ceil(_ceil_div(FADD_LATENCY, layer.kernel * layer.kernel)))
+        return ops.interleave_bp(batch if fc else layer.width, layer.stride, cfg)
+    return ops.interleave_wu(layer.kernel, cfg)
 
 
 def _rows(layer, phase):
