@@ -18,8 +18,8 @@ class FAdd(wiring.Component):
     with the sign bit of ``b`` inverted by the caller.
 
     Stages, each a few LUT levels deep so that the unit is not what limits the clock:
-    (1) classify, order the operands by magnitude, both exponent differences; (2) swap, cap the
-    shift; (3) align the smaller significand; (4) fold the shifted-out bits into a sticky bit,
+    (1) per-operand flags, order the operands by magnitude, both exponent differences;
+    (2) combine the flags into NaN/infinity, swap, cap the shift; (3) align the smaller significand; (4) fold the shifted-out bits into a sticky bit,
     add or subtract; (5) leading-zero count; (6) normalising shift, exponent and its range
     flags; (7) round to nearest even, flush, pack.
 
@@ -66,17 +66,16 @@ class FAdd(wiring.Component):
         ea, eb = a[23:31], b[23:31]
         fa, fb = a[0:23], b[0:23]
         za, zb = ea == 0, eb == 0
-        ia, ib = (ea == 0xFF) & (fa == 0), (eb == 0xFF) & (fb == 0)
-        na, nb = (ea == 0xFF) & (fa != 0), (eb == 0xFF) & (fb != 0)
 
         # 1: classify; order by magnitude. Raw magnitudes order correctly even with
         #    subnormals: a subnormal (read as zero) is below every normal, and two of them
         #    make a zero sum whichever way round.
+        #    Only per-operand flags here: combining them beside the magnitude comparison
+        #    made this stage one of the deepest; stage 2 has the slack.
         s = stage({},
             valid=self.i_valid,
-            nan=na | nb | (ia & ib & (a[31] != b[31])),
-            inf=ia | ib,
-            inf_sign=Mux(ia, a[31], b[31]),
+            ones_a=ea == 0xFF, ones_b=eb == 0xFF,
+            frac0_a=fa == 0, frac0_b=fb == 0,
             both_zero=za & zb,
             zero_sign=a[31] & b[31],
             swap=b[0:31] > a[0:31],
@@ -90,8 +89,12 @@ class FAdd(wiring.Component):
         small = Mux(s["swap"], s["a"], s["b"])
         small_zero = Mux(s["swap"], s["za"], s["zb"])
         diff = Mux(s["swap"], s["diff_ba"], s["diff_ab"])[0:8]
-        s = stage({k: s[k] for k in ("valid", "nan", "inf", "inf_sign", "both_zero",
-                                     "zero_sign", "sub")},
+        ia, ib = s["ones_a"] & s["frac0_a"], s["ones_b"] & s["frac0_b"]
+        na, nb = s["ones_a"] & ~s["frac0_a"], s["ones_b"] & ~s["frac0_b"]
+        s = stage({k: s[k] for k in ("valid", "both_zero", "zero_sign", "sub")},
+            nan=na | nb | (ia & ib & s["sub"]),
+            inf=ia | ib,
+            inf_sign=Mux(ia, s["a"][31], s["b"][31]),
             sign=big[31],
             exp=big[23:31],
             sig_big=Cat(big[0:23], 1),
@@ -163,9 +166,9 @@ class FAdd(wiring.Component):
 
 
 def _leading_zeros(m, value):
-    """Leading zeros of ``value`` (its width if zero) as a two-level tree: a priority encoder
-    within each 8-bit group, and one that picks the first non-zero group, so the count is a few
-    LUT levels deep instead of a chain as long as the word."""
+    """Leading zeros of ``value`` (meaningless if it is zero) as a two-level tree: a priority
+    encoder within each 8-bit group, and one that picks the first non-zero group, so the count
+    is a few LUT levels deep instead of a chain as long as the word."""
     width = len(value)
     padded = Cat(C(0, -width % 8), value)           # zeros below: leading zeros unchanged
     groups = [padded[i:i + 8] for i in range(len(padded) - 8, -1, -8)]   # most significant first
@@ -179,6 +182,9 @@ def _leading_zeros(m, value):
                 m.d.comb += in_group.eq(7 - bit)
         with m.If(group != 0):
             m.d.comb += count.eq(index * 8 + in_group)
+    # No clamp to ``width``: only a zero ``value`` counts past it, and the adder never uses the
+    # count of a zero sum (it packs +0 or the flushed sign), so the compare would be depth
+    # for nothing.
     result = Signal(range(width + 1))
-    m.d.comb += result.eq(Mux(count > width, width, count))
+    m.d.comb += result.eq(count)
     return result
