@@ -31,13 +31,9 @@ def add_arguments(parser):
                         help="only the Amaranth simulator")
 
 
-def _component(unit):
-    from ..fp import FAdd, FMul
-    if unit == "fmul_fp32":
-        return FMul(mult_format="fp32")
-    if unit == "fmul_bf16":
-        return FMul(mult_format="bf16")
-    return FAdd()
+def _component(name):
+    from ..fp import unit
+    return unit(name)
 
 
 def _expected(unit, a, b):

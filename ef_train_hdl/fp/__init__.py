@@ -10,4 +10,18 @@ from .format import Float32
 from .fmul import FMul
 from .fadd import FAdd
 
-__all__ = ["Float32", "FMul", "FAdd"]
+__all__ = ["Float32", "FMul", "FAdd", "UNIT_NAMES", "unit"]
+
+#: The units by the names reports, benchmarks and tests use for them.
+UNIT_NAMES = ("fmul_fp32", "fmul_bf16", "fadd")
+
+
+def unit(name):
+    """A new unit called ``name`` (one of :data:`UNIT_NAMES`)."""
+    if name == "fmul_fp32":
+        return FMul(mult_format="fp32")
+    if name == "fmul_bf16":
+        return FMul(mult_format="bf16")
+    if name == "fadd":
+        return FAdd()
+    raise ValueError(f"unknown FP unit {name!r}; the units are {', '.join(UNIT_NAMES)}")
