@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AcceleratorConfig", "PRESETS", "preset", "FMUL_LATENCY", "FADD_LATENCY",
-    "MULT_FORMATS",
+    "MULT_FORMATS", "ACC_LOOP_LATENCY",
 ]
 
 
@@ -26,6 +26,10 @@ FMUL_LATENCY = 4
 #: An accumulator that feeds its own output back needs this many independent partial sums
 #: in flight to accept one addend per cycle; see docs/numerics.md.
 FADD_LATENCY = 7
+#: Cycles around an accumulator's loop: one to read the partial sum from its buffer bank,
+#: then the adder. A partial sum may be revisited no sooner than this many cycles after it
+#: was last read; this is the ``L`` of docs/numerics.md section 4.
+ACC_LOOP_LATENCY = FADD_LATENCY + 1
 
 #: Multiplier operand formats: full binary32, or bfloat16 operands (the top 16 bits of a
 #: binary32, truncated) with an exact product rounded once to binary32.
@@ -167,10 +171,10 @@ class AcceleratorConfig:
     def acc_interleave(self):
         """Independent partial sums an accumulator needs to take one addend per cycle.
 
-        The adder's latency rounded up to a power of two, so that the partial sums reduce
-        in a balanced pairwise tree (docs/numerics.md).
+        The accumulator loop's latency (:data:`ACC_LOOP_LATENCY`) rounded up to a power of
+        two, so that the partial sums reduce in a balanced pairwise tree (docs/numerics.md).
         """
-        return _pow2_ceil(FADD_LATENCY)
+        return _pow2_ceil(ACC_LOOP_LATENCY)
 
     def peak_gflops(self, clock_mhz):
         """Peak GFLOPS (two flops per MAC) at ``clock_mhz``."""

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ef_train_hdl.config import FADD_LATENCY
+from ef_train_hdl.config import ACC_LOOP_LATENCY
 from ef_train_hdl.model import fp
 
 ZERO = np.float32(0.0)
@@ -87,7 +87,7 @@ def pow2ceil(v):
 
 
 def A(cfg):
-    return pow2ceil(FADD_LATENCY)
+    return pow2ceil(ACC_LOOP_LATENCY)
 
 
 def clamp(x, cfg):
@@ -95,15 +95,15 @@ def clamp(x, cfg):
 
 
 def p_fp(wo, cfg):
-    return clamp(pow2ceil(math.ceil(FADD_LATENCY / wo)), cfg)
+    return clamp(pow2ceil(math.ceil(ACC_LOOP_LATENCY / wo)), cfg)
 
 
 def p_bp(w, s, cfg):
-    return clamp(pow2ceil(math.ceil(FADD_LATENCY / max(1, w // s))), cfg)
+    return clamp(pow2ceil(math.ceil(ACC_LOOP_LATENCY / max(1, w // s))), cfg)
 
 
 def p_wu(k, cfg):
-    return clamp(pow2ceil(math.ceil(FADD_LATENCY / (k * k))), cfg)
+    return clamp(pow2ceil(math.ceil(ACC_LOOP_LATENCY / (k * k))), cfg)
 
 
 # -- section 2: padding -------------------------------------------------------------------------

@@ -195,6 +195,7 @@ def test_random_traffic_against_a_register_model(tmp_path):
     run(tmp_path, body, max_cycles=40_000)
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_bad_parameters():
     with pytest.raises(TypeError, match="config"):
         CsrBlock("ultra96")

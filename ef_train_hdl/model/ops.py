@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import FADD_LATENCY
+from ..config import ACC_LOOP_LATENCY
 from .fp import (MIN_NORMAL, as_f32, bits, canonicalize, fadd, fmul, fmul_bf16, fsub, ftz,
                  tree_sum)
 from .. import layout
@@ -34,17 +34,17 @@ def _clamp(p, cfg):
 
 def interleave_fp(wo, cfg):
     """P of FP: ``clamp(pow2ceil(ceil(L / Wo)))`` (Wo = batch for FC)."""
-    return _clamp(_pow2ceil(-(-FADD_LATENCY // wo)), cfg)
+    return _clamp(_pow2ceil(-(-ACC_LOOP_LATENCY // wo)), cfg)
 
 
 def interleave_bp(w, stride, cfg):
     """P of BP: ``clamp(pow2ceil(ceil(L / max(1, W // s))))`` (W = batch for FC)."""
-    return _clamp(_pow2ceil(-(-FADD_LATENCY // max(1, w // stride))), cfg)
+    return _clamp(_pow2ceil(-(-ACC_LOOP_LATENCY // max(1, w // stride))), cfg)
 
 
 def interleave_wu(k, cfg):
     """P of WU: ``clamp(pow2ceil(ceil(L / (K*K))))``."""
-    return _clamp(_pow2ceil(-(-FADD_LATENCY // (k * k))), cfg)
+    return _clamp(_pow2ceil(-(-ACC_LOOP_LATENCY // (k * k))), cfg)
 
 
 def _mul(cfg):
