@@ -14,6 +14,9 @@ A ``timeout`` (in cycles) turns a hung design into a test failure instead of a h
 
 import random
 
+import numpy as np
+from amaranth.sim import Simulator
+
 __all__ = ["stream_put", "stream_get", "StreamTimeout"]
 
 
@@ -83,3 +86,47 @@ async def stream_get(ctx, stream, count, *, rng=None, stall_prob=0.3, timeout=No
     if not always_ready:
         ctx.set(stream.ready, 0)
     return beats
+
+
+def simulate(tmp_path, name, build):
+    """Build and run a simulation; on any failure, re-run it with a VCD and say where it is.
+
+    ``build()`` returns ``(dut, testbenches, check)``: ``check()`` runs after the simulation
+    and asserts against the reference. A testbench given as ``(testbench, "background")`` runs
+    in the background (a monitor that never returns).
+    """
+    def run(vcd_path=None):
+        dut, testbenches, check = build()
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        for testbench in testbenches:
+            if isinstance(testbench, tuple):        # (testbench, "background"): a monitor
+                sim.add_testbench(testbench[0], background=True)
+            else:
+                sim.add_testbench(testbench)
+        if vcd_path is None:
+            sim.run()
+        else:
+            with sim.write_vcd(str(vcd_path)):
+                sim.run()
+        check()
+
+    try:
+        run()
+    except (AssertionError, StreamTimeout) as failure:
+        vcd_path = tmp_path / f"{name}.vcd"
+        try:
+            run(vcd_path)
+        except (AssertionError, StreamTimeout):
+            pass
+        raise AssertionError(f"{failure}\n(waveform: {vcd_path})") from failure
+
+
+def assert_bits_equal(got, want, what):
+    got = np.asarray(got, dtype=np.uint32)
+    want = np.asarray(want, dtype=np.uint32)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    bad = np.flatnonzero(got != want)
+    assert bad.size == 0, (
+        f"{what}: {bad.size} of {got.size} words differ; first at flat index {bad[0]}: "
+        f"got {got.flat[bad[0]]:#010x}, want {want.flat[bad[0]]:#010x}")

@@ -14,14 +14,13 @@ import random
 import numpy as np
 import pytest
 from amaranth.hdl import Const
-from amaranth.sim import Simulator
 
 from ef_train_hdl.config import AcceleratorConfig
 from ef_train_hdl.core.postops import (
     MaxPoolBackward, MaxPoolForward, ReluBackward, ReluForward, SgdUpdate,
 )
 from ef_train_hdl.model import fp
-from stream_helpers import StreamTimeout, stream_get, stream_put
+from stream_helpers import assert_bits_equal, simulate, stream_get, stream_put
 
 # (producer idle probability, consumer stall probability) crossed on every port.
 STALLS = [(0.0, 0.0), (0.3, 0.3), (0.7, 0.1), (0.1, 0.7)]
@@ -73,46 +72,6 @@ def unpack(value, lanes, bits=32):
 def beats_of(pixels):
     """Beats (lists of lane words) from an array ``[..., lanes]`` of pixels in stream order."""
     return [[int(w) for w in pixel] for pixel in pixels.reshape(-1, pixels.shape[-1])]
-
-
-def simulate(tmp_path, name, build):
-    """Build and run a simulation; on any failure, re-run it with a VCD and say where it is.
-
-    ``build()`` returns ``(dut, testbenches, check)``: ``check()`` runs after the simulation
-    and asserts against the reference.
-    """
-    def run(vcd_path=None):
-        dut, testbenches, check = build()
-        sim = Simulator(dut)
-        sim.add_clock(1e-8)
-        for testbench in testbenches:
-            sim.add_testbench(testbench)
-        if vcd_path is None:
-            sim.run()
-        else:
-            with sim.write_vcd(str(vcd_path)):
-                sim.run()
-        check()
-
-    try:
-        run()
-    except (AssertionError, StreamTimeout) as failure:
-        vcd_path = tmp_path / f"{name}.vcd"
-        try:
-            run(vcd_path)
-        except (AssertionError, StreamTimeout):
-            pass
-        raise AssertionError(f"{failure}\n(waveform: {vcd_path})") from failure
-
-
-def assert_bits_equal(got, want, what):
-    got = np.asarray(got, dtype=np.uint32)
-    want = np.asarray(want, dtype=np.uint32)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    bad = np.flatnonzero(got != want)
-    assert bad.size == 0, (
-        f"{what}: {bad.size} of {got.size} words differ; first at flat index {bad[0]}: "
-        f"got {got.flat[bad[0]]:#010x}, want {want.flat[bad[0]]:#010x}")
 
 
 class ops:

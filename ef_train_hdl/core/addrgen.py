@@ -1,0 +1,339 @@
+"""Address generator: turns one tile job into the PE array's operations, one per cycle.
+
+All the transposing, flipping, striding and padding of docs/numerics.md sections 5-7 happens
+here, as index arithmetic on the buffers; no data is rearranged anywhere.
+
+Loop nests (outer to inner), each level stepping every quantity by a fixed increment:
+
+====  ============================================  =========================================
+FP    kernel row, kernel column, output row, column  one weight word per tap, all pixels
+BP    stride phase; flipped kernel row, column of    taps of matching parity only (index
+      the phase; input-gradient rows, columns of     arithmetic, no zero insertion); a phase
+      the phase                                      with no tap writes +0 (``null``)
+WU    output row, column; kernel row, column         a PE cycles through its K*K taps
+====  ============================================  =========================================
+
+A quantity (activation row/column and linear address, weight word, pixel, term index) keeps
+its value at the start of the current iteration of each of the four levels; stepping level
+``l`` sets levels ``l..3`` to that start plus level ``l``'s increment. So every address is an
+addition per cycle, no multiplier in the loop; the few products (start row times width, the
+group's term base) are made once per job or stride phase, in registered setup steps.
+
+Latency and throughput: a job is checked in 2 cycles (a refused one
+ends in a third), each stride phase set up in 3, then one
+operation per cycle with no gap until the phase ends; a FP job with a bias adds one preamble
+cycle. After the last operation the generator waits ``flush`` cycles (the PE array's depth) so
+that every write of the job has landed before it reports ``done``.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..config import ACC_LOOP_LATENCY
+from .job import Phase, TileError, ctrl_layout, job_layout
+
+__all__ = ["AddressGenerator"]
+
+_QW = 9                 # saturating term counter: only "below P (<= 8)" and the slot matter
+_QMAX = (1 << _QW) - 1
+
+
+class AddressGenerator(wiring.Component):
+    """Issues the operations of one compute job at a time (see the module docstring).
+
+    Parameters
+    ----------
+    cfg : AcceleratorConfig
+    flush : int
+        Cycles from the last operation until all of its writes have landed.
+
+    Members
+    -------
+    job : ``In(stream.Signature(job_layout(cfg)))``
+        Jobs; one is taken when the previous one is done.
+    ctrl : ``Out(ctrl_layout(cfg))``
+        The operation of this cycle (``valid`` low in bubbles), registered.
+    phase : ``Out(Phase)``
+        The phase of the job in flight (the PE array's mode; stable until ``done``).
+    busy : ``Out(1)``
+        A job is being set up, issued or flushed.
+    done : ``Out(1)``
+        One-cycle pulse: the job has finished (or was refused, see ``error``).
+    error : ``Out(TileError)``
+        Why the last job was refused (``NONE`` if it ran); held until the next job.
+    issuing : ``Out(1)``
+        ``ctrl.valid`` this cycle: one MAC per PE (the busy-cycle counter's input).
+    """
+
+    def __init__(self, cfg, flush):
+        self._cfg = cfg
+        self._flush = int(flush)
+        super().__init__({
+            "job": In(stream.Signature(job_layout(cfg))),
+            "ctrl": Out(ctrl_layout(cfg)),
+            "phase": Out(Phase),
+            "busy": Out(1),
+            "done": Out(1),
+            "error": Out(TileError),
+            "issuing": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        aw = 28
+        job = Signal(job_layout(cfg))
+        ph = Signal(2)                      # stride phase (py, px) = (ph[1], ph[0])
+        p = Signal(4)                       # P
+        m.d.comb += p.eq(1 << job.log2_p)
+        s2 = job.stride == 2                # stride is 1 or 2 (checked)
+        bp = job.phase == Phase.BP
+        wu = job.phase == Phase.WU
+        k = job.kernel
+
+        # -- checks (2 registered steps) ------------------------------------------------------
+        area_in = Signal(2 * 17)
+        area_out = Signal(2 * 17)
+        kk = Signal(8)
+        m.d.sync += [area_in.eq(job.in_rows * job.in_cols),
+                     area_out.eq(job.out_rows * job.out_cols),
+                     kk.eq(k * k)]
+        err = Signal(TileError)
+        with m.If(job.phase.as_value() == 3):
+            m.d.comb += err.eq(TileError.PHASE)
+        with m.Elif((k == 0) | (k > cfg.k_max)):
+            m.d.comb += err.eq(TileError.KERNEL)
+        with m.Elif((job.stride == 0) | (job.stride > cfg.stride_max)):
+            m.d.comb += err.eq(TileError.STRIDE)
+        with m.Elif((job.in_rows == 0) | (job.in_cols == 0) | (job.out_rows == 0) |
+                    (job.out_cols == 0)):
+            m.d.comb += err.eq(TileError.SHAPE)
+        with m.Elif((p > cfg.acc_interleave) |
+                    ((job.phase == Phase.FP) & ((area_out << job.log2_p) < ACC_LOOP_LATENCY)) |
+                    (wu & ((kk << job.log2_p) < ACC_LOOP_LATENCY))):
+            m.d.comb += err.eq(TileError.INTERLEAVE)
+        with m.Elif(job.ifm_base + area_in > cfg.ifm_depth):
+            m.d.comb += err.eq(TileError.IFM_RANGE)
+        with m.Elif(Mux(wu, job.w_base + (kk << job.log2_p), job.w_base + kk)
+                    > cfg.weight_depth):
+            m.d.comb += err.eq(TileError.WEIGHT_RANGE)
+        with m.Elif(Mux(wu, job.ofm_base + area_out, job.ofm_base + (area_out << job.log2_p))
+                    > cfg.ofm_depth):
+            m.d.comb += err.eq(TileError.OFM_RANGE)
+
+        # -- stride-phase setup (3 registered steps) -------------------------------------------
+        py, px = Mux(bp & s2, ph[1], 0), Mux(bp & s2, ph[0], 0)
+        # A: first pixel of the phase, first (flipped) tap of its parity, counts.
+        y0, x0 = Signal(1), Signal(1)
+        kyf, kxf = Signal(signed(6)), Signal(signed(6))
+        n = [Signal(18, name=f"n{i}") for i in range(4)]
+        npy, npx, nty, ntx = Signal(18), Signal(18), Signal(5), Signal(5)
+        # B: start values, products.
+        r0, c0 = Signal(signed(aw)), Signal(signed(aw))
+        w0 = Signal(signed(aw))
+        pix0 = Signal(signed(aw))
+        ntaps = Signal(8)
+        gq = Signal(_QW + 8)           # group x taps, saturated: the term index q at start
+        gq_lo = Signal(3)              # ... modulo 8 (the slot), exact
+        # C: linear start address; counts and increments per level.
+        ia0 = Signal(signed(aw))
+        null = Signal()
+        skip = Signal()
+        hazard = Signal()
+
+        def parity_start(offset, parity):
+            return Mux(s2, parity ^ offset[0], 0)
+
+        def first_tap(par):
+            return Mux(s2, k - 1 - ((k - 1 - par) & 1), k - 1)
+
+        # Per-level increments of each quantity: (r, c, ia, w, pix, q).
+        s_ = Mux(s2, 2, 1)
+        cols = job.in_cols
+        ocols = job.out_cols
+        inc = {name: [Signal(signed(aw), name=f"inc_{name}{i}") for i in range(4)]
+               for name in ("r", "c", "ia", "w", "pix", "q")}
+
+        # -- loop state ------------------------------------------------------------------------
+        names = ("r", "c", "ia", "w", "pix", "qs", "ql")
+        save = {name: [Signal(signed(aw), name=f"{name}_l{i}") for i in range(4)]
+                for name in names}
+        idx = [Signal(18, name=f"i{i}") for i in range(4)]
+        last = [idx[i] == n[i] - 1 for i in range(4)]
+        flush_ctr = Signal(range(self._flush + 2))
+        self._debug = {"n": n, "idx": idx}
+
+        ctrl = Signal(ctrl_layout(cfg))
+        m.d.sync += self.ctrl.eq(ctrl)
+        m.d.comb += [self.phase.eq(job.phase), self.issuing.eq(self.ctrl.valid)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.job.ready.eq(1)
+                with m.If(self.job.valid):
+                    m.d.sync += [job.eq(self.job.payload), self.error.eq(TileError.NONE)]
+                    m.next = "CHECK0"
+            with m.State("CHECK0"):
+                m.d.comb += self.busy.eq(1)
+                m.next = "CHECK1"           # products registered
+            with m.State("CHECK1"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += ph.eq(0)
+                with m.If(err != TileError.NONE):
+                    m.d.sync += self.error.eq(err)
+                    m.next = "REFUSE"
+                with m.Elif(job.bias & (job.phase == Phase.FP)):
+                    m.next = "PREAMBLE"
+                with m.Else():
+                    m.next = "SETUP_A"
+            with m.State("REFUSE"):
+                m.d.comb += [self.busy.eq(1), self.done.eq(1)]      # error is valid with done
+                m.next = "IDLE"
+            with m.State("PREAMBLE"):
+                m.d.comb += self.busy.eq(1)
+                m.d.comb += [ctrl.bias_load.eq(1), ctrl.w_addr.eq(job.bias_addr)]
+                m.next = "SETUP_A"
+            with m.State("SETUP_A"):
+                m.d.comb += self.busy.eq(1)
+                yy = parity_start(job.row_off, py)
+                xx = parity_start(job.col_off, px)
+                ky_f, kx_f = first_tap(py), first_tap(px)
+                m.d.sync += [
+                    y0.eq(Mux(bp, yy, 0)), x0.eq(Mux(bp, xx, 0)),
+                    kyf.eq(Mux(bp, ky_f, 0)), kxf.eq(Mux(bp, kx_f, 0)),
+                    npy.eq(Mux(bp & s2, (job.out_rows - yy + 1) >> 1, job.out_rows)),
+                    npx.eq(Mux(bp & s2, (job.out_cols - xx + 1) >> 1, job.out_cols)),
+                    nty.eq(Mux(bp, Mux(ky_f < 0, 0, Mux(s2, ky_f >> 1, ky_f) + 1), k)),
+                    ntx.eq(Mux(bp, Mux(kx_f < 0, 0, Mux(s2, kx_f >> 1, kx_f) + 1), k)),
+                ]
+                m.next = "SETUP_B"
+            with m.State("SETUP_B"):
+                m.d.comb += self.busy.eq(1)
+                num_r = y0 + job.row_off - kyf
+                num_c = x0 + job.col_off - kxf
+                m.d.sync += [
+                    r0.eq(Mux(bp, Mux(s2, num_r >> 1, num_r), job.row_off)),
+                    c0.eq(Mux(bp, Mux(s2, num_c >> 1, num_c), job.col_off)),
+                    w0.eq(kyf * k + kxf),
+                    pix0.eq(Mux(y0, ocols, 0) + x0),
+                    ntaps.eq(nty * ntx),
+                    gq.eq(Mux(job.term_base[_QW:].any(), _QMAX,
+                              job.term_base[:_QW] * nty * ntx)),
+                    gq_lo.eq(job.term_base[:3] * nty * ntx),
+                ]
+                m.next = "SETUP_C"
+            with m.State("SETUP_C"):
+                m.d.comb += self.busy.eq(1)
+                empty = (npy == 0) | (npx == 0)
+                notaps = ntaps == 0
+                m.d.sync += [
+                    ia0.eq(job.ifm_base + r0 * cols + c0),
+                    null.eq(notaps),
+                    skip.eq(empty | (notaps & (job.term_base != 0))),
+                    hazard.eq(~empty & ~notaps & bp &
+                              (((npy * npx) << job.log2_p) < ACC_LOOP_LATENCY)),
+                ]
+                counts = (
+                    (job.out_rows, job.out_cols, k, k),                    # WU
+                    (Mux(notaps, 1, nty), Mux(notaps, p, ntx), npy, npx),  # FP/BP
+                )
+                for i in range(4):
+                    m.d.sync += n[i].eq(Mux(wu, counts[0][i], counts[1][i]))
+                fpbp = {
+                    "r": (1, 0, Mux(bp, 1, s_), 0),
+                    "c": (0, 1, 0, Mux(bp, 1, s_)),
+                    "ia": (cols, 1, Mux(bp, cols, cols << s2), Mux(bp, 1, s_)),
+                    "w": (Mux(notaps, 0, Mux(bp, -(k << s2), k)),
+                          Mux(notaps, 0, Mux(bp, -s_, 1)), 0, 0),
+                    "pix": (0, 0, Mux(bp, ocols << s2, ocols), Mux(bp, s_, 1)),
+                    "q": (Mux(notaps, 1, ntx), 1, 0, 0),
+                }
+                wuinc = {
+                    "r": (s_, 0, 1, 0),
+                    "c": (0, s_, 0, 1),
+                    "ia": (cols << s2, s_, cols, 1),
+                    "w": (0, 0, k, 1),
+                    "pix": (ocols, 1, 0, 0),
+                    "q": (ocols, 1, 0, 0),
+                }
+                for name, sigs in inc.items():
+                    for i in range(4):
+                        m.d.sync += sigs[i].eq(Mux(wu, wuinc[name][i], fpbp[name][i]))
+                m.next = "START"
+            with m.State("START"):
+                m.d.comb += self.busy.eq(1)
+                qs0 = Mux(wu, Mux(job.term_base[_QW:].any(), _QMAX, job.term_base[:_QW]),
+                          Mux(gq > _QMAX, _QMAX, gq))
+                ql0 = Mux(wu, job.term_base[:3], gq_lo)
+                start = {"r": r0, "c": c0, "ia": ia0, "w": w0, "pix": pix0,
+                         "qs": qs0, "ql": ql0}
+                m.d.sync += flush_ctr.eq(0)
+                for name in names:
+                    for i in range(4):
+                        m.d.sync += save[name][i].eq(start[name])
+                for i in range(4):
+                    m.d.sync += idx[i].eq(0)
+                with m.If(hazard):
+                    m.d.sync += self.error.eq(TileError.INTERLEAVE)
+                    m.next = "FLUSH"
+                with m.Elif(skip):
+                    m.next = "NEXT_PHASE"
+                with m.Else():
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += self.busy.eq(1)
+                cur = {name: save[name][3] for name in names}
+                inb = ((cur["r"] >= 0) & (cur["r"] < job.in_rows) &
+                       (cur["c"] >= 0) & (cur["c"] < job.in_cols))
+                slot = cur["ql"][:3] & (p - 1)
+                first = cur["qs"] < p
+                m.d.comb += [
+                    ctrl.valid.eq(1),
+                    ctrl.null.eq(null & ~wu),
+                    ctrl.first.eq(first),
+                    ctrl.bias_use.eq(job.bias & first & (slot == 0) &
+                                     (job.phase == Phase.FP)),
+                    ctrl.ones.eq(job.ones),
+                    ctrl.ifm_half.eq(job.ifm_half),
+                    ctrl.ofm_half.eq(job.ofm_half),
+                    ctrl.ifm_zero.eq(~inb | (null & ~wu)),
+                    ctrl.ifm_addr.eq(cur["ia"]),
+                    ctrl.w_addr.eq(job.w_base + cur["w"]),
+                    ctrl.ofm_addr.eq(job.ofm_base + cur["pix"]),
+                    ctrl.acc_addr.eq(Mux(wu, job.w_base + (cur["w"] << job.log2_p) + slot,
+                                         job.ofm_base + (cur["pix"] << job.log2_p) + slot)),
+                ]
+                # The innermost level that has not reached its last count steps; the levels
+                # inside it restart from the new value.
+                steps = [last[3] & last[2] & last[1] & ~last[0],    # by level, outer first
+                         last[3] & last[2] & ~last[1], last[3] & ~last[2], ~last[3]]
+                for lvl in range(4):
+                    with m.If(steps[lvl]):
+                        m.d.sync += idx[lvl].eq(idx[lvl] + 1)
+                        for i in range(lvl + 1, 4):
+                            m.d.sync += idx[i].eq(0)
+                        for name in names:
+                            step = inc["q" if name in ("qs", "ql") else name][lvl]
+                            new = save[name][lvl] + step
+                            if name == "qs":
+                                new = Mux(new > _QMAX, _QMAX, new)
+                            for i in range(lvl, 4):
+                                m.d.sync += save[name][i].eq(new)
+                with m.If(last[0] & last[1] & last[2] & last[3]):
+                    m.next = "NEXT_PHASE"
+            with m.State("NEXT_PHASE"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(bp & s2 & (ph != 3)):
+                    m.d.sync += ph.eq(ph + 1)
+                    m.next = "SETUP_A"
+                with m.Else():
+                    m.next = "FLUSH"
+                m.d.sync += flush_ctr.eq(0)
+            with m.State("FLUSH"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += flush_ctr.eq(flush_ctr + 1)
+                with m.If(flush_ctr >= self._flush):
+                    m.d.comb += self.done.eq(1)
+                    m.next = "IDLE"
+        return m

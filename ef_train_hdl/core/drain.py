@@ -1,0 +1,188 @@
+"""Drain: reads finished results out of the buffers and reduces their partial sums.
+
+A result is held as P = 2**log2_p partial sums at consecutive words (docs/numerics.md
+section 4); the drain reads them one per cycle and a chain of log2(A) pairing stages adds
+consecutive pairs, level by level, which is exactly the contract's ``tree_sum``. A stage
+whose level the job's P does not reach passes values through.
+
+Order of the output beats (``R = min(floats_per_beat, Tm, Tn)`` words each):
+
+- ``OFM`` (FP/BP results in an OFM half): for each of ``count`` pixels from ``base``, the Tm
+  lanes in beats of R (the activation layout's lane order);
+- ``WEIGHT`` (WU results): for each of ``count`` taps from ``base``, for each PE row m, the Tn
+  PEs in beats of R (the weight layout's ``[tap][mi][nj]`` order).
+
+Throughput: one beat per P cycles (P reads per beat); latency about 2 + 7*log2(P) cycles.
+The output has a FIFO and the drain only starts a beat when the FIFO will have room for it,
+so ``out.ready`` may stall at any time and nothing is lost. The drain waits while the tile
+engine owns the half (OFM) or the weight banks (WEIGHT) it is asked to read.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..fp import FAdd
+from .job import DrainSource, TileError, addr_bits, drain_layout
+
+__all__ = ["Drain", "drain_lanes", "drain_beat_layout"]
+
+FIFO_DEPTH = 32
+
+
+def drain_lanes(cfg):
+    """Words per drained beat."""
+    return min(cfg.floats_per_beat, cfg.tm, cfg.tn)
+
+
+def drain_beat_layout(cfg):
+    return data.StructLayout({"data": data.ArrayLayout(32, drain_lanes(cfg)),
+                              "last": unsigned(1)})
+
+
+def _log2(v):
+    return (v - 1).bit_length()
+
+
+class Drain(wiring.Component):
+    """See the module docstring.
+
+    Members
+    -------
+    job : ``In(stream.Signature(drain_layout(cfg)))``
+    out : ``Out(stream.Signature(drain_beat_layout(cfg)))``
+    engine_busy, engine_ofm_half : ``In(1)``
+        What the tile engine owns.
+    ofm_half, ofm_addr / ofm_data : reads of every OFM bank (data one cycle later).
+    w_addr / w_data : reads of every weight bank (data one cycle later).
+    busy : ``Out(1)``
+    error : ``Out(TileError)``
+        ``DRAIN_RANGE`` when the last job was refused (``count`` zero or past the bank).
+    """
+
+    def __init__(self, cfg):
+        self._cfg = cfg
+        tm, tn = cfg.tm, cfg.tn
+        super().__init__({
+            "job": In(stream.Signature(drain_layout(cfg))),
+            "out": Out(stream.Signature(drain_beat_layout(cfg))),
+            "engine_busy": In(1), "engine_ofm_half": In(1),
+            "ofm_half": Out(1), "ofm_addr": Out(addr_bits(cfg.ofm_depth)),
+            "ofm_data": In(32).array(tm),
+            "w_addr": Out(addr_bits(cfg.weight_depth)),
+            "w_data": In(32).array(tm, tn),
+            "busy": Out(1),
+            "error": Out(TileError),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        tm, tn = cfg.tm, cfg.tn
+        r_ = drain_lanes(cfg)
+        m = Module()
+        job = Signal(drain_layout(cfg))
+        wsrc = job.source == DrainSource.WEIGHT
+        p = Signal(4)
+        m.d.comb += p.eq(1 << job.log2_p)
+
+        fifo = m.submodules.fifo = SyncFIFOBuffered(width=32 * r_ + 1, depth=FIFO_DEPTH)
+        credits = Signal(range(FIFO_DEPTH + 1), init=FIFO_DEPTH)
+        popped = self.out.valid & self.out.ready
+        m.d.comb += [self.out.payload.eq(fifo.r_data), self.out.valid.eq(fifo.r_rdy),
+                     fifo.r_en.eq(self.out.ready)]
+
+        # -- read loops: item (pixel or tap), row (WEIGHT), chunk, partial -----------------
+        item, k = Signal(job.count.shape()), Signal(4)
+        row, chunk = Signal(range(tm)), Signal(range(max(tm, tn) // r_ + 1))
+        n_chunks = Mux(wsrc, tn // r_, tm // r_)
+        beats_total, beats_out = Signal(32), Signal(32)
+        reading = Signal()
+        issue = Signal()
+        addr = job.base + (item << job.log2_p) + k
+        m.d.comb += [self.ofm_addr.eq(addr), self.w_addr.eq(addr), self.ofm_half.eq(job.half)]
+        blocked = self.engine_busy & (wsrc | (self.engine_ofm_half == job.half))
+        start_beat = k == 0
+        m.d.comb += issue.eq(reading & ~blocked & (~start_beat | (credits != 0)))
+        m.d.sync += credits.eq(credits - (issue & start_beat) + popped)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.job.ready.eq(1)
+                with m.If(self.job.valid):
+                    m.d.sync += [job.eq(self.job.payload), self.error.eq(TileError.NONE)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.comb += self.busy.eq(1)
+                depth = Mux(wsrc, cfg.weight_depth, cfg.ofm_depth)
+                bad = ((job.count == 0) | (job.log2_p > _log2(cfg.acc_interleave)) |
+                       (job.base + (job.count << job.log2_p) > depth))
+                m.d.sync += [item.eq(0), k.eq(0), row.eq(0), chunk.eq(0), beats_out.eq(0),
+                             beats_total.eq(job.count * Mux(wsrc, tm, 1) * n_chunks)]
+                with m.If(bad):
+                    m.d.sync += self.error.eq(TileError.DRAIN_RANGE)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "READ"
+            with m.State("READ"):
+                m.d.comb += [self.busy.eq(1), reading.eq(1)]
+                with m.If(issue):
+                    m.d.sync += k.eq(k + 1)
+                    with m.If(k == p - 1):
+                        m.d.sync += [k.eq(0), chunk.eq(chunk + 1)]
+                        with m.If(chunk == n_chunks - 1):
+                            m.d.sync += [chunk.eq(0), row.eq(row + 1)]
+                            with m.If(~wsrc | (row == tm - 1)):
+                                m.d.sync += [row.eq(0), item.eq(item + 1)]
+                                with m.If(item == job.count - 1):
+                                    m.next = "WAIT"
+            with m.State("WAIT"):
+                m.d.comb += self.busy.eq(1)
+                with m.If(beats_out == beats_total):
+                    m.next = "IDLE"
+
+        # -- lane selection, one cycle after the read -----------------------------------------
+        v0 = Signal()
+        sel_row, sel_chunk, sel_w = Signal.like(row), Signal.like(chunk), Signal()
+        m.d.sync += [v0.eq(issue), sel_row.eq(row), sel_chunk.eq(chunk), sel_w.eq(wsrc)]
+        lanes = Signal(data.ArrayLayout(32, r_))
+        for i in range(r_):
+            ofm_words = Array(self.ofm_data[c * r_ + i] for c in range(tm // r_))
+            w_words = Array(Array(self.w_data[rr][c * r_ + i] for c in range(tn // r_))
+                            for rr in range(tm))
+            m.d.sync += lanes[i].eq(Mux(sel_w, w_words[sel_row][sel_chunk],
+                                        ofm_words[sel_chunk]))
+        valid = Signal()
+        m.d.sync += valid.eq(v0)
+
+        # -- pairing stages: tree_sum of the P partials -----------------------------------------
+        for s in range(_log2(cfg.acc_interleave)):
+            active = job.log2_p > s
+            hold = Signal(name=f"hold{s}")
+            held = Signal(data.ArrayLayout(32, r_), name=f"held{s}")
+            out_valid = Signal(name=f"stage{s}_valid")
+            out = Signal(data.ArrayLayout(32, r_), name=f"stage{s}")
+            adders = []
+            for i in range(r_):
+                add = FAdd()
+                m.submodules[f"reduce{s}_{i}"] = add
+                m.d.comb += [add.a.eq(held[i]), add.b.eq(lanes[i]),
+                             add.i_valid.eq(valid & hold & active)]
+                adders.append(add)
+            with m.If(valid & active):
+                m.d.sync += hold.eq(~hold)
+                with m.If(~hold):
+                    m.d.sync += held.eq(lanes)
+            passed = Signal(data.ArrayLayout(32, r_), name=f"pass{s}")
+            pass_valid = Signal(name=f"pass{s}_valid")
+            m.d.sync += [passed.eq(lanes), pass_valid.eq(valid & ~active)]
+            m.d.comb += out_valid.eq(Mux(active, adders[0].o_valid, pass_valid))
+            for i in range(r_):
+                m.d.comb += out[i].eq(Mux(active, adders[i].result, passed[i]))
+            lanes, valid = out, out_valid
+
+        last = beats_out == beats_total - 1
+        m.d.comb += [fifo.w_en.eq(valid), fifo.w_data.eq(Cat(lanes.as_value(), last))]
+        with m.If(valid):
+            m.d.sync += beats_out.eq(beats_out + 1)
+        return m
