@@ -176,6 +176,21 @@ class AcceleratorConfig:
         """
         return _pow2_ceil(ACC_LOOP_LATENCY)
 
+    @property
+    def pe_depth(self):
+        """Cycles from an operation's issue to its last buffer write in the PE array: the
+        longer of the FP/BP path (row skew, operand registers, multiplier, adder tree,
+        accumulator) and the WU path (row and column skew, multiplier, accumulator)."""
+        levels = (self.tn - 1).bit_length()
+        return max(self.tm + 1 + FMUL_LATENCY + FADD_LATENCY * levels + FADD_LATENCY,
+                   self.tm + self.tn + FMUL_LATENCY + FADD_LATENCY) + 1
+
+    def job_overhead(self, stride_phases=1, bias=False):
+        """Cycles a tile job spends beyond its operations (one per cycle): 2 of checks, 5
+        per stride phase (set-up and the step to the next), 1 for a bias, the PE array's
+        depth, 1 back to idle (measured by ``bench core`` and tests/test_core.py)."""
+        return 2 + 5 * stride_phases + int(bias) + self.pe_depth + 1
+
     def peak_gflops(self, clock_mhz):
         """Peak GFLOPS (two flops per MAC) at ``clock_mhz``."""
         return 2 * self.pes * clock_mhz / 1000

@@ -59,12 +59,13 @@ class DramModel:
 class PeTiming:
     """Timing of the PE array that the model does not derive.
 
-    ``tile_overhead_cycles``: cycles a tile step spends beyond its MACs (pipeline fill and
-    drain of the multipliers and adder trees, buffer swap). The PE array's measured figure
-    goes here, in one place.
+    ``tile_overhead_cycles``: cycles a tile step spends beyond its MACs (checks, address
+    set-up, pipeline fill and drain of the multipliers and adder trees). ``None`` takes the
+    tile engine's measured figure, :meth:`AcceleratorConfig.job_overhead` (one stride phase,
+    no bias).
     """
 
-    tile_overhead_cycles: int = 12
+    tile_overhead_cycles: int | None = None
 
 
 @dataclass
@@ -156,7 +157,9 @@ def _enumerate(layer, phase, tiling, cfg, batch, dram, timing, momentum):
         load_words, store_words = int(words[is_load].sum()), int(words[~is_load].sum())
     else:
         load_words = store_words = 0
-    comp = np.asarray(compute, np.int64) + timing.tile_overhead_cycles
+    overhead = (cfg.job_overhead() if timing.tile_overhead_cycles is None
+                else timing.tile_overhead_cycles)
+    comp = np.asarray(compute, np.int64) + overhead
     return (n, pipeline_cycles(load, comp, store), int(load.sum()), int(comp.sum()),
             int(store.sum()), len(transfers), load_words, store_words)
 

@@ -40,8 +40,9 @@ def add_arguments(parser):
     parser.add_argument("--clock-mhz", type=float, default=100.0,
                         help="clock for GFLOPS (default 100 MHz, the paper's)")
     parser.add_argument("--tile-overhead", type=int, default=PeTiming().tile_overhead_cycles,
-                        help="PE array cycles per tile step beyond its MACs "
-                             f"(default {PeTiming().tile_overhead_cycles})")
+                        help="PE array cycles per tile step beyond its MACs (default: the "
+                             "tile engine's measured job overhead of each configuration, "
+                             "AcceleratorConfig.job_overhead)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
 
 
@@ -90,7 +91,8 @@ def run(args):
     timing = PeTiming(args.tile_overhead)
     print(f"workload {args.workload} at {size}x{size}, batch {args.batch}; DRAM "
           f"{args.bytes_per_cycle:g} bytes/cycle, {args.latency} cycles per transfer; "
-          f"tile overhead {args.tile_overhead} cycles; modelled cycles")
+          f"tile overhead {'measured per config' if args.tile_overhead is None else args.tile_overhead}"
+          f" cycles; modelled cycles")
     report = {"workload": args.workload, "size": size, "batch": args.batch,
               "dram": {"bytes_per_cycle": args.bytes_per_cycle, "latency_cycles": args.latency},
               "clock_mhz": args.clock_mhz, "tile_overhead_cycles": args.tile_overhead,

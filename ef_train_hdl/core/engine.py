@@ -28,9 +28,8 @@ __all__ = ["TileEngine", "job_overhead"]
 
 
 def job_overhead(cfg, stride_phases=1, bias=False):
-    """Cycles a job spends outside its operations: checks, phase setup, bias, flush, and the
-    cycle back to idle."""
-    return 2 + 4 * stride_phases + int(bias) + PeArray(cfg).depth + 2
+    """Cycles a job spends outside its operations (:meth:`AcceleratorConfig.job_overhead`)."""
+    return cfg.job_overhead(stride_phases, bias)
 
 
 class TileEngine(wiring.Component):

@@ -98,8 +98,7 @@ class PeArray(wiring.Component):
         wab, iab, oab = (addr_bits(cfg.weight_depth), addr_bits(cfg.ifm_depth),
                          addr_bits(cfg.ofm_depth))
         #: Cycles from an operation's issue until its last write (FP/BP or WU).
-        self.depth = max(tm - 1 + 2 + FMUL_LATENCY + FADD_LATENCY * _log2(tn) + FADD_LATENCY,
-                         tm - 1 + tn - 1 + 2 + FMUL_LATENCY + FADD_LATENCY) + 1
+        self.depth = cfg.pe_depth
         super().__init__({
             "phase": In(Phase),
             "busy": In(1),
