@@ -83,6 +83,7 @@ def _measure(cfg, prog):
 
 def run(args):
     from ..config import preset
+    from ..model import tiles
     cfg = preset(args.preset)
     size = args.size or 8
     print(f"preset {cfg.name}: Tm={cfg.tm} Tn={cfg.tn}, one channel group per job, no stalls")
@@ -90,26 +91,10 @@ def run(args):
           f"{'steady':>7} {'overhead':>8} {'model':>6} {'job util':>8}")
     for phase, k, s, p, _ in CASES:
         prog = _program(phase, k, s, p, size, cfg)
-        jobs = [st[1] for st in prog.steps if st[0] == "job"]
-        ops = _ops(jobs[-1] if phase != "WU" else jobs[0], cfg)
+        ops = tiles.job_ops(prog.jobs[0])
         active, busy, error = _measure(cfg, prog)
         phases = s * s if phase == "BP" else 1
         model = cfg.job_overhead(phases)
         print(f"{phase:5} {k:2} {s:2} {ops:6} {active:7} {busy:6} {busy / ops:7.1%} "
               f"{active - ops:8} {model:6} {ops / active:8.1%}"
               + ("" if str(error).endswith("NONE") else f"  error {error}"))
-
-
-def _ops(job, cfg):
-    """Operations of one job: taps x output pixels (BP: only taps of each pixel's parity)."""
-    k, s = job["kernel"], job["stride"]
-    rows, cols = job["out_rows"], job["out_cols"]
-    if job["phase"] != 1 or s == 1:
-        return k * k * rows * cols
-    total = 0
-    for y in range(rows):
-        for x in range(cols):
-            ty = sum(1 for ky in range(k) if (ky - y - job["row_off"]) % 2 == 0)
-            tx = sum(1 for kx in range(k) if (kx - x - job["col_off"]) % 2 == 0)
-            total += ty * tx
-    return total

@@ -29,7 +29,7 @@ import numpy as np
 from . import ops
 from .fp import as_f32
 
-__all__ = ["TileProgram", "conv_fp_tile", "conv_bp_tile", "conv_wu_tile", "bias_grad_tile",
+__all__ = ["TileProgram", "job_ops", "conv_fp_tile", "conv_bp_tile", "conv_wu_tile", "bias_grad_tile",
            "PHASE_CODES"]
 
 PHASE_CODES = {"FP": 0, "BP": 1, "WU": 2}
@@ -43,8 +43,10 @@ def _bits(a):
 class TileProgram:
     steps: list = field(default_factory=list)
     expected: np.ndarray = None     # uint32 words, drain order
-    macs: int = 0                   # useful MAC steps of the PE array (operations)
-    ops: int = 0                    # operations the engine issues (incl. padding and nulls)
+
+    @property
+    def jobs(self):
+        return [step[1] for step in self.steps if step[0] == "job"]
 
 
 def _log2(v):
@@ -60,13 +62,48 @@ def _job(phase, **kw):
     return base
 
 
-def _drain_order(res, cfg, lanes):
-    """res[lane, pixel] -> words: pixel-major, lanes in beats of ``lanes`` (all Tm lanes)."""
-    return res.T.reshape(-1)
-
-
 def _channel(a, idx):
     return a[idx] if 0 <= idx < a.shape[0] else np.zeros_like(a[0])
+
+
+def _load_weights(prog, cfg, groups, k, weight):
+    """PE (mi, nj)'s bank from word ``g*K*K``: ``weight(mi, g, nj)``, a K x K array, tap by tap."""
+    for mi in range(cfg.tm):
+        for g in range(groups):
+            for nj in range(cfg.tn):
+                for t, v in enumerate(_bits(weight(mi, g, nj)).reshape(-1)):
+                    prog.steps.append(("w", mi * cfg.tn + nj, g * k * k + t, int(v)))
+
+
+def _load_plane(prog, kind, half, bank, plane):
+    for a, v in enumerate(_bits(plane).reshape(-1)):
+        prog.steps.append((kind, half, bank, a, int(v)))
+
+
+def _drain_lanes(prog, cfg, result, chunk, rows, p):
+    """Drain the OFM half 0 of a FP/BP tile: ``result[c, y, x]`` of the whole layer's image,
+    lanes ``chunk*Tm ..``, rows ``rows``, pixel-major."""
+    y0, y1 = rows
+    count = (y1 - y0) * result.shape[2]
+    prog.steps.append(("wait",))
+    prog.steps.append(("drain", dict(source=0, half=0, base=0, count=count, log2_p=_log2(p))))
+    res = np.zeros((cfg.tm, count), np.float32)
+    for lane in range(cfg.tm):
+        if chunk * cfg.tm + lane < result.shape[0]:
+            res[lane] = result[chunk * cfg.tm + lane, y0:y1].reshape(-1)
+    prog.expected = _bits(res.T.reshape(-1))
+
+
+def job_ops(job):
+    """Operations (MAC steps of the whole array) a compute job issues: taps x output pixels;
+    in BP with stride 2 only the taps of each pixel's parity."""
+    k, s = job["kernel"], job["stride"]
+    rows, cols = job["out_rows"], job["out_cols"]
+    if job["phase"] != PHASE_CODES["BP"] or s == 1:
+        return k * k * rows * cols
+    ty = [sum(1 for ky in range(k) if (ky - y - job["row_off"]) % 2 == 0) for y in range(rows)]
+    tx = [sum(1 for kx in range(k) if (kx - x - job["col_off"]) % 2 == 0) for x in range(cols)]
+    return sum(ty) * sum(tx)
 
 
 def conv_fp_tile(x, w, bias, stride, pad, cfg, *, image=0, chunk=0, rows=None):
@@ -84,37 +121,22 @@ def conv_fp_tile(x, w, bias, stride, pad, cfg, *, image=0, chunk=0, rows=None):
     kk = k * k
     p = ops.interleave_fp(wo, cfg)
     prog = TileProgram()
-    for mi in range(tm):
-        for g in range(groups):
-            for nj in range(tn):
-                for t in range(kk):
-                    wm = _channel(w, chunk * tm + mi)
-                    val = _channel(wm, g * tn + nj)[t // k, t % k]
-                    prog.steps.append(("w", mi * tn + nj, g * kk + t, int(_bits(val))))
-        if bias is not None:
-            bv = as_f32(bias)[chunk * tm + mi] if chunk * tm + mi < mo else np.float32(0)
+    _load_weights(prog, cfg, groups, k,
+                  lambda mi, g, nj: _channel(_channel(w, chunk * tm + mi), g * tn + nj))
+    if bias is not None:
+        for mi in range(tm):
+            bv = _channel(as_f32(bias)[:, None], chunk * tm + mi)[0]
             prog.steps.append(("w", mi * tn, groups * kk, int(_bits(bv))))
     for g in range(groups):
         for j in range(tn):
-            plane = _channel(x[image], g * tn + j)[r0:r1]
-            for a, v in enumerate(_bits(plane).reshape(-1)):
-                prog.steps.append(("ifm", g % 2, j, a, int(v)))
+            _load_plane(prog, "ifm", g % 2, j, _channel(x[image], g * tn + j)[r0:r1])
         prog.steps.append(("job", _job(
             "FP", kernel=k, stride=stride, in_rows=r1 - r0, in_cols=wd, out_rows=oy1 - oy0,
             out_cols=wo, row_off=oy0 * stride - pad - r0, col_off=-pad, ifm_half=g % 2,
             w_base=g * kk, term_base=g, log2_p=_log2(p), bias=int(bias is not None and g == 0),
             bias_addr=groups * kk)))
-        prog.ops += kk * (oy1 - oy0) * wo
-    prog.steps.append(("wait",))
-    prog.steps.append(("drain", dict(source=0, half=0, base=0, count=(oy1 - oy0) * wo,
-                                     log2_p=_log2(p))))
     z = ops.conv_fp(x[image:image + 1], w, bias, stride, pad, cfg)[0]
-    res = np.zeros((tm, (oy1 - oy0) * wo), np.float32)
-    for mi in range(tm):
-        if chunk * tm + mi < mo:
-            res[mi] = z[chunk * tm + mi, oy0:oy1].reshape(-1)
-    prog.expected = _bits(_drain_order(res, cfg, None))
-    prog.macs = prog.ops
+    _drain_lanes(prog, cfg, z, chunk, (oy0, oy1), p)
     return prog
 
 
@@ -136,31 +158,17 @@ def conv_bp_tile(g_z, w, in_hw, stride, pad, cfg, *, image=0, chunk=0, rows=None
     kk = k * k
     p = ops.interleave_bp(wd, s, cfg)
     prog = TileProgram()
-    for r in range(tm):
-        for g in range(groups):
-            for j in range(tn):
-                for t in range(kk):
-                    wm = _channel(w, g * tn + j)
-                    val = _channel(wm, chunk * tm + r)[t // k, t % k]
-                    prog.steps.append(("w", r * tn + j, g * kk + t, int(_bits(val))))
+    _load_weights(prog, cfg, groups, k,       # transposed: PE (r, j) holds w[g*Tn+j, c*Tm+r]
+                  lambda r, g, j: _channel(_channel(w, g * tn + j), chunk * tm + r))
     for g in range(groups):
         for j in range(tn):
-            plane = _channel(g_z[image], g * tn + j)[r0:r1]
-            for a, v in enumerate(_bits(plane).reshape(-1)):
-                prog.steps.append(("ifm", g % 2, j, a, int(v)))
+            _load_plane(prog, "ifm", g % 2, j, _channel(g_z[image], g * tn + j)[r0:r1])
         prog.steps.append(("job", _job(
             "BP", kernel=k, stride=s, in_rows=r1 - r0, in_cols=wo, out_rows=y1 - y0,
             out_cols=wd, row_off=y0 + pad - s * r0, col_off=pad, ifm_half=g % 2,
             w_base=g * kk, term_base=g, log2_p=_log2(p))))
-    prog.steps.append(("wait",))
-    prog.steps.append(("drain", dict(source=0, half=0, base=0, count=(y1 - y0) * wd,
-                                     log2_p=_log2(p))))
     gx = ops.conv_bp(g_z[image:image + 1], w, in_hw, s, pad, cfg)[0]
-    res = np.zeros((tm, (y1 - y0) * wd), np.float32)
-    for r in range(tm):
-        if chunk * tm + r < n:
-            res[r] = gx[chunk * tm + r, y0:y1].reshape(-1)
-    prog.expected = _bits(_drain_order(res, cfg, None))
+    _drain_lanes(prog, cfg, gx, chunk, (y0, y1), p)
     return prog
 
 
@@ -176,13 +184,9 @@ def _wu_program(g_z, x, k, stride, pad, cfg, chunk, group, ones):
         half = b % 2
         if not ones:
             for j in range(tn):
-                plane = _channel(x[b], group * tn + j)[r0:r1]
-                for a, v in enumerate(_bits(plane).reshape(-1)):
-                    prog.steps.append(("ifm", half, j, a, int(v)))
+                _load_plane(prog, "ifm", half, j, _channel(x[b], group * tn + j)[r0:r1])
         for mi in range(tm):
-            plane = _channel(g_z[b], chunk * tm + mi)
-            for a, v in enumerate(_bits(plane).reshape(-1)):
-                prog.steps.append(("ofm", half, mi, a, int(v)))
+            _load_plane(prog, "ofm", half, mi, _channel(g_z[b], chunk * tm + mi))
         prog.steps.append(("job", _job(
             "WU", kernel=k, stride=stride, in_rows=r1 - r0, in_cols=wd, out_rows=ho,
             out_cols=wo, row_off=-pad, col_off=-pad, ifm_half=half, ofm_half=half,
