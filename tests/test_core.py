@@ -178,6 +178,51 @@ def test_fc_and_bias_grad(tmp_path):
     check_program(tmp_path, "db", cfg, tiles.bias_grad_tile(gz, cfg))
 
 
+def _dirty(cfg, prog, seed):
+    """``prog`` after loads of random words (NaN and infinity patterns included) into every
+    word of every OFM bank (both halves) and weight bank: what earlier tiles leave behind."""
+    rng = np.random.default_rng(seed)
+    junk = []
+    for half in range(2):
+        for bank in range(cfg.tm):
+            junk += [("ofm", half, bank, a, int(v)) for a, v in
+                     enumerate(rng.integers(0, 2**32, cfg.ofm_depth, dtype=np.uint64))]
+    for bank in range(cfg.tm * cfg.tn):
+        junk += [("w", bank, a, int(v)) for a, v in
+                 enumerate(rng.integers(0, 2**32, cfg.weight_depth, dtype=np.uint64))]
+    return tiles.TileProgram(steps=junk + prog.steps, expected=prog.expected)
+
+
+def _dirty_cases(cfg):
+    rng = np.random.default_rng(77)
+    # BP 3x3 stride 2: phase (even, even) has one tap per group; one group -> 1 term < P = 4.
+    gz, w = rand(rng, 1, 2, 4, 4), rand(rng, 2, 2, 3, 3)
+    yield "bp3x3s2", tiles.conv_bp_tile(gz, w, (7, 7), 2, 1, cfg)
+    # FC forward, one input group, batch 3 as the width: 1 term < P = 4.
+    x, w = rand(rng, 3, 2), rand(rng, 2, 2)
+    yield "fc_fp", tiles.conv_fp_tile(x.T[None, :, None, :], w[:, :, None, None], None, 1, 0,
+                                      cfg)
+    # FC weight gradient at batch 1: one pixel < P = 8 slots per weight.
+    x, gz = rand(rng, 1, 2, 1, 1), rand(rng, 1, 2, 1, 1)
+    yield "fc_wu_b1", tiles.conv_wu_tile(gz, x, 1, 1, 0, cfg)
+    yield "bias_grad_b1", tiles.bias_grad_tile(gz, cfg)
+    # 3x3 FP with enough terms (no fill): the junk must not matter either.
+    x, w = rand(rng, 1, 2, 5, 5), rand(rng, 2, 2, 3, 3)
+    yield "fp3x3", tiles.conv_fp_tile(x, w, rand(rng, 2), 1, 1, cfg)
+
+
+@pytest.mark.parametrize("case", ["bp3x3s2", "fc_fp", "fc_wu_b1", "bias_grad_b1", "fp3x3"])
+def test_dirty_buffers(tmp_path, case):
+    """Results do not depend on what earlier tiles left in the buffers: a chain with fewer
+    terms than partial-sum slots starts with a fill pass that writes +0 into every slot (the
+    drain adds all P), instead of relying on a fresh, zeroed bank."""
+    cfg = TINY
+    prog = dict(_dirty_cases(cfg))[case]
+    stats = check_program(tmp_path, case, cfg, _dirty(cfg, prog, seed=len(case)))
+    ops = sum(tiles.job_ops(job) for job in prog.jobs)
+    assert stats["busy"] == ops, "null operations (fills) must not count as busy cycles"
+
+
 def test_no_stalls_one_mac_per_cycle(tmp_path):
     """Without stalls, a 3x3 FP job issues one operation per cycle: the busy counter equals
     the operations, and everything else is the stated fixed overhead per job."""

@@ -19,6 +19,15 @@ its value at the start of the current iteration of each of the four levels; step
 addition per cycle, no multiplier in the loop; the few products (start row times width, the
 group's term base) are made once per job or stride phase, in registered setup steps.
 
+Every result is P partial sums in consecutive words, and the drain adds all P. A slot no term
+reaches must therefore hold +0, not what an earlier tile left in the buffer: when the first job
+of a chain (``term_base == 0``) brings fewer terms per result than P (FP/BP: taps of the phase;
+WU: pixels of the tile; e.g. a fully connected layer, whose P is 8, at batch 1), the phase
+starts with a *fill pass* of null operations that writes +0 into all P slots of each result
+(P x pixels operations, or P x taps in WU), then runs its real pass. Later jobs reach the
+remaining slots with their first terms, which overwrite the +0. Null operations (fill passes
+and tapless BP phases) are not counted as busy cycles.
+
 Latency and throughput: a job is checked in 2 cycles (a refused one
 ends in a third), each stride phase set up in 3, then one
 operation per cycle with no gap until the phase ends; a FP job with a bias adds one preamble
@@ -141,6 +150,11 @@ class AddressGenerator(wiring.Component):
         null = Signal()
         skip = Signal()
         hazard = Signal()
+        # Slot fill: a pass of null operations that writes +0 into every partial-sum slot
+        # before the real pass of a chain's first job, when the job has fewer terms than
+        # there are slots (see the module docstring); ``filled`` once it has run this phase.
+        fill = Signal()
+        filled = Signal()
 
         def parity_start(offset, parity):
             return Mux(s2, parity ^ offset[0], 0)
@@ -166,7 +180,9 @@ class AddressGenerator(wiring.Component):
 
         ctrl = Signal(ctrl_layout(cfg))
         m.d.sync += self.ctrl.eq(ctrl)
-        m.d.comb += [self.phase.eq(job.phase), self.issuing.eq(self.ctrl.valid)]
+        # Busy cycles count MACs that add a term, not the +0 writes of null operations.
+        m.d.comb += [self.phase.eq(job.phase),
+                     self.issuing.eq(self.ctrl.valid & ~self.ctrl.null)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -196,6 +212,7 @@ class AddressGenerator(wiring.Component):
                 m.next = "SETUP_A"
             with m.State("SETUP_A"):
                 m.d.comb += self.busy.eq(1)
+                m.d.sync += [fill.eq(0), filled.eq(0)]
                 yy = parity_start(job.row_off, py)
                 xx = parity_start(job.col_off, px)
                 ky_f, kx_f = first_tap(py), first_tap(px)
@@ -226,16 +243,23 @@ class AddressGenerator(wiring.Component):
             with m.State("SETUP_C"):
                 m.d.comb += self.busy.eq(1)
                 empty = (npy == 0) | (npx == 0)
-                notaps = ntaps == 0
+                tapless = ntaps == 0
+                # Terms this job adds to each result (FP/BP: taps of the phase; WU: pixels).
+                few_terms = Mux(wu, area_out < p, ~tapless & (ntaps < p))
+                fill_now = ~filled & ~empty & (job.term_base == 0) & few_terms
+                # A tapless phase and a fill pass are the same loop: +0 into all P slots.
+                notaps = tapless | fill_now
                 m.d.sync += [
                     ia0.eq(job.ifm_base + r0 * cols + c0),
                     null.eq(notaps),
-                    skip.eq(empty | (notaps & (job.term_base != 0))),
+                    fill.eq(fill_now),
+                    skip.eq(empty | (tapless & (job.term_base != 0))),
                     hazard.eq(~empty & ~notaps & bp &
                               (((npy * npx) << job.log2_p) < ACC_LOOP_LATENCY)),
                 ]
                 counts = (
-                    (job.out_rows, job.out_cols, k, k),                    # WU
+                    (Mux(fill_now, 1, job.out_rows), Mux(fill_now, p, job.out_cols),
+                     k, k),                                                # WU
                     (Mux(notaps, 1, nty), Mux(notaps, p, ntx), npy, npx),  # FP/BP
                 )
                 for i in range(4):
@@ -254,8 +278,8 @@ class AddressGenerator(wiring.Component):
                     "c": (0, s_, 0, 1),
                     "ia": (cols << s2, s_, cols, 1),
                     "w": (0, 0, k, 1),
-                    "pix": (ocols, 1, 0, 0),
-                    "q": (ocols, 1, 0, 0),
+                    "pix": (Mux(fill_now, 0, ocols), Mux(fill_now, 0, 1), 0, 0),
+                    "q": (Mux(fill_now, 0, ocols), 1, 0, 0),
                 }
                 for name, sigs in inc.items():
                     for i in range(4):
@@ -290,14 +314,14 @@ class AddressGenerator(wiring.Component):
                 first = cur["qs"] < p
                 m.d.comb += [
                     ctrl.valid.eq(1),
-                    ctrl.null.eq(null & ~wu),
+                    ctrl.null.eq(null),
                     ctrl.first.eq(first),
                     ctrl.bias_use.eq(job.bias & first & (slot == 0) &
                                      (job.phase == Phase.FP)),
                     ctrl.ones.eq(job.ones),
                     ctrl.ifm_half.eq(job.ifm_half),
                     ctrl.ofm_half.eq(job.ofm_half),
-                    ctrl.ifm_zero.eq(~inb | (null & ~wu)),
+                    ctrl.ifm_zero.eq(~inb | null),
                     ctrl.ifm_addr.eq(cur["ia"]),
                     ctrl.w_addr.eq(job.w_base + cur["w"]),
                     ctrl.ofm_addr.eq(job.ofm_base + cur["pix"]),
@@ -324,7 +348,11 @@ class AddressGenerator(wiring.Component):
                     m.next = "NEXT_PHASE"
             with m.State("NEXT_PHASE"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(bp & s2 & (ph != 3)):
+                with m.If(fill):
+                    # The slots are +0: now the phase's real pass.
+                    m.d.sync += [fill.eq(0), filled.eq(1)]
+                    m.next = "SETUP_C"
+                with m.Elif(bp & s2 & (ph != 3)):
                     m.d.sync += ph.eq(ph + 1)
                     m.next = "SETUP_A"
                 with m.Else():

@@ -241,7 +241,9 @@ class PeArray(wiring.Component):
                 wctl = delay(vctl, FADD_LATENCY, f"wctl{r}_{j}")
                 wu_b = Mux(vctl.first, 0, wread[j].data)
                 a_in, b_in = fp_in[j]
-                m.d.comb += [adders[j].a.eq(Mux(wu, prods[j], a_in)),
+                # A null operation (a slot fill) adds +0, whatever the operands.
+                wu_a = Mux(vctl.null, 0, prods[j])
+                m.d.comb += [adders[j].a.eq(Mux(wu, wu_a, a_in)),
                              adders[j].b.eq(Mux(wu, wu_b, b_in))]
                 # Weight bank ports: the array while a job is in flight, else loader/drain.
                 with m.If(self.busy):
