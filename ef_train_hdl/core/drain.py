@@ -96,10 +96,18 @@ class Drain(wiring.Component):
         item, k = Signal(job.count.shape()), Signal(4)
         row, chunk = Signal(range(tm)), Signal(range(max(tm, tn) // r_ + 1))
         n_chunks = Mux(wsrc, tn // r_, tm // r_)
-        beats_total, beats_out = Signal(32), Signal(32)
+        # Beats still to leave the reducer (counting down keeps ``last`` a compare with 1).
+        beats_left = Signal(32)
         reading = Signal()
         issue = Signal()
-        addr = job.base + (item << job.log2_p) + k
+        # The read address ``base + item * P + k`` is kept in registers and stepped (a bank's
+        # address comes straight from a flip-flop): ``item_base`` is ``base + item * P``;
+        # ``addr`` runs through the P words of an item once per chunk (and row).
+        width = len(job.base) + 1
+        addr, item_base = Signal(width), Signal(width)
+        # Wide enough for every log2_p the check lets through (larger ones are refused).
+        end = Signal(len(job.count) + _log2(cfg.acc_interleave) + 1)
+        count_m1 = Signal.like(job.count)
         m.d.comb += [self.ofm_addr.eq(addr), self.w_addr.eq(addr), self.ofm_half.eq(job.half)]
         blocked = self.engine_busy & (wsrc | (self.engine_ofm_half == job.half))
         start_beat = k == 0
@@ -113,12 +121,21 @@ class Drain(wiring.Component):
                     m.d.sync += [job.eq(self.job.payload), self.error.eq(TileError.NONE)]
                     m.next = "CHECK"
             with m.State("CHECK"):
+                # Two cycles of checks, so that neither the shift-and-add of the end address
+                # nor its compare sits behind the other in one clock.
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += [item.eq(0), k.eq(0), row.eq(0), chunk.eq(0),
+                             addr.eq(job.base), item_base.eq(job.base),
+                             count_m1.eq(job.count - 1),
+                             end.eq(job.base + (job.count << job.log2_p)),
+                             beats_left.eq(Mux(wsrc, job.count * (tm * (tn // r_)),
+                                               job.count * (tm // r_)))]
+                m.next = "CHECK_RANGE"
+            with m.State("CHECK_RANGE"):
                 m.d.comb += self.busy.eq(1)
                 depth = Mux(wsrc, cfg.weight_depth, cfg.ofm_depth)
                 bad = ((job.count == 0) | (job.log2_p > _log2(cfg.acc_interleave)) |
-                       (job.base + (job.count << job.log2_p) > depth))
-                m.d.sync += [item.eq(0), k.eq(0), row.eq(0), chunk.eq(0), beats_out.eq(0),
-                             beats_total.eq(job.count * Mux(wsrc, tm, 1) * n_chunks)]
+                       (end > depth))
                 with m.If(bad):
                     m.d.sync += self.error.eq(TileError.DRAIN_RANGE)
                     m.next = "IDLE"
@@ -127,18 +144,21 @@ class Drain(wiring.Component):
             with m.State("READ"):
                 m.d.comb += [self.busy.eq(1), reading.eq(1)]
                 with m.If(issue):
-                    m.d.sync += k.eq(k + 1)
+                    m.d.sync += [k.eq(k + 1), addr.eq(addr + 1)]
                     with m.If(k == p - 1):
-                        m.d.sync += [k.eq(0), chunk.eq(chunk + 1)]
+                        # The next chunk (or row) reads the same P words again.
+                        m.d.sync += [k.eq(0), chunk.eq(chunk + 1), addr.eq(item_base)]
                         with m.If(chunk == n_chunks - 1):
                             m.d.sync += [chunk.eq(0), row.eq(row + 1)]
                             with m.If(~wsrc | (row == tm - 1)):
-                                m.d.sync += [row.eq(0), item.eq(item + 1)]
-                                with m.If(item == job.count - 1):
+                                m.d.sync += [row.eq(0), item.eq(item + 1),
+                                             item_base.eq(item_base + p),
+                                             addr.eq(item_base + p)]
+                                with m.If(item == count_m1):
                                     m.next = "WAIT"
             with m.State("WAIT"):
                 m.d.comb += self.busy.eq(1)
-                with m.If(beats_out == beats_total):
+                with m.If(beats_left == 0):
                     m.next = "IDLE"
 
         # -- lane selection, one cycle after the read -----------------------------------------
@@ -181,8 +201,8 @@ class Drain(wiring.Component):
                 m.d.comb += out[i].eq(Mux(active, adders[i].result, passed[i]))
             lanes, valid = out, out_valid
 
-        last = beats_out == beats_total - 1
+        last = beats_left == 1
         m.d.comb += [fifo.w_en.eq(valid), fifo.w_data.eq(Cat(lanes.as_value(), last))]
         with m.If(valid):
-            m.d.sync += beats_out.eq(beats_out + 1)
+            m.d.sync += beats_left.eq(beats_left - 1)
         return m
