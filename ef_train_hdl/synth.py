@@ -177,11 +177,13 @@ def _dsp_rules(cell):
     return registered_out, ends
 
 
-def logic_depth(netlist, top):
+def logic_depth(netlist, top, *, names=False):
     """Deepest start-to-end path of a mapped ``write_json`` netlist, as the module docstring
     defines it.
 
-    Returns ``(levels, carries, muxes, dsps, longest_carry_chain, path_cell_types)``.
+    Returns ``(levels, carries, muxes, dsps, longest_carry_chain, path_cell_types)``; with
+    ``names``, a seventh item: the path's cells as ``(name, type)``, the register or port it
+    starts from first (to find *which* logic is deep).
     """
     module = netlist["modules"][top]
     cells = module["cells"]
@@ -269,15 +271,22 @@ def logic_depth(netlist, top):
             chain[name] = carry_chain + (1 if kind_of[name] == "carry" else 0)
 
     if not best:
-        return 0, 0, 0, 0, 0, ()
+        return (0, 0, 0, 0, 0, ()) + (((),) if names else ())
     end = max(best, key=lambda n: best[n][0])
     (levels, carries, muxes, dsps), _ = best[end]
     path = []
     node = end
     while node is not None:
-        path.append(cells[node]["type"])
+        path.append(node)
         node = best[node][1]
-    return levels, carries, muxes, dsps, max(chain.values()), tuple(reversed(path))
+    path.reverse()
+    sources = [p for p in fan_in(path[0]) if is_source(p)]
+    result = (levels, carries, muxes, dsps, max(chain.values()),
+              tuple(cells[n]["type"] for n in path))
+    if names:
+        named = tuple((n, cells[n]["type"]) for n in sources[:1] + path)
+        result += (named,)
+    return result
 
 
 # -- running Yosys ----------------------------------------------------------------------------
