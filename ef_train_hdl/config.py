@@ -205,9 +205,11 @@ class AcceleratorConfig:
 
 #: Named presets. ``tiny`` keeps simulator tests fast; the board presets fit their devices.
 PRESETS = {
+    # A 2x2 array takes 2 floats a cycle: a 64-bit DMA beat is one pixel of Tn lanes (the
+    # whole accelerator needs floats_per_beat <= Tn, so no beat splits across pixels).
     "tiny": AcceleratorConfig(
         tm=2, tn=2, k_max=5, ifm_depth=512, weight_depth=256, ofm_depth=256,
-        max_channels=256, max_size=64, max_batch=16, name="tiny"),
+        dma_data_width=64, max_channels=256, max_size=64, max_batch=16, name="tiny"),
     # ECP5-85F: 156 18x18 multipliers, ~84k LUT4, 208 EBR (18 kbit).
     "ulx3s": AcceleratorConfig(
         tm=4, tn=4, k_max=5, ifm_depth=1024, weight_depth=512, ofm_depth=1024,

@@ -21,7 +21,7 @@ DRAM = DramModel(bytes_per_cycle=16, latency_cycles=10)
 
 
 def test_tiny_layer_fp_one_tile_by_hand():
-    cfg = preset("tiny")                 # tm = tn = 2, 4 floats a beat
+    cfg = preset("tiny")                 # tm = tn = 2; the DRAM model moves 16 bytes a cycle
     perf = layer_perf(TINY, Phase.FP, Tiling(4, 1), cfg, 1, DRAM, PeTiming(12))
     # load: weights 3*3*2*2 = 36 words -> 10 + 9; ifm 4 rows * 4 * 2 = 32 words -> 10 + 8
     # compute: 9 taps * 16 pixels + 12 overhead = 156; store 32 words -> 18
