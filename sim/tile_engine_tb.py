@@ -11,7 +11,7 @@ hand. The host flattens one or more :class:`ef_train_hdl.model.tiles.TileProgram
 
 and ``env={"TILE_LANES": words per beat, "TILE_SEED": ..., "TILE_STALL": ..., "TILE_MAX_CYCLES":
 ...}``. The programs run one after the other in one simulation (the engine is not reset
-between them): load words go in one per cycle (``valid`` held high), jobs and drain jobs with
+between them): load beats go in one per cycle (``valid`` held high), jobs and drain jobs with
 random idle cycles, ``wait`` blocks until every accepted job has pulsed ``done``, and after a
 drain job the beats of ``out`` are collected with random back-pressure (``ready`` low with
 probability ``TILE_STALL``) before the next program starts.

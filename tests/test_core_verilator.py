@@ -3,7 +3,7 @@
 The ``ultra96`` tile engine (an 8x8 PE array) is converted to Verilog once and built once (the
 build is cached in ``.pytest_cache/d/verilator``); every tile program below (the same
 :mod:`ef_train_hdl.model.tiles` programs the Amaranth-simulator tests of ``test_core.py`` run)
-goes through one simulation, one after the other (``sim/tile_engine_tb.py``): load words one
+goes through one simulation, one after the other (``sim/tile_engine_tb.py``): load beats one
 per cycle, jobs and drain jobs with random idle cycles, random back-pressure on ``out``. Each
 case then compares its drained words with ``prog.expected`` here.
 
@@ -95,14 +95,9 @@ def _encode(cfg, progs):
     kinds, payloads, starts, beats = [], [], [0], []
     lanes = drain_lanes(cfg)
     for prog in progs:
-        for step in prog.steps:
+        for step in tiles.port_steps(prog, cfg):
             name = step[0]
-            if name == "w":
-                value = _pack(layouts["w"], dict(bank=step[1], addr=step[2], data=step[3]))
-            elif name in ("ifm", "ofm"):
-                value = _pack(layouts[name], dict(half=step[1], bank=step[2], addr=step[3],
-                                                  data=step[4]))
-            elif name in ("job", "drain"):
+            if name in ("w", "ifm", "ofm", "job", "drain"):
                 value = _pack(layouts[name], step[1])
             else:
                 value = 0

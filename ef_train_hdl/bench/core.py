@@ -47,22 +47,19 @@ def _program(phase, k, s, p, size, cfg):
 def _measure(cfg, prog):
     from amaranth.sim import Simulator
     from ..core.engine import TileEngine
+    from ..model import tiles
     dut = TileEngine(cfg)
     out = {}
 
     async def tb(ctx):
-        for step in prog.steps:
+        for step in tiles.port_steps(prog, cfg):
             kind = step[0]
             if kind in ("w", "ifm", "ofm", "job"):
                 port = {"w": dut.w_load, "ifm": dut.ifm_load, "ofm": dut.ofm_load,
                         "job": dut.job}[kind]
-                if kind == "w":
-                    payload = dict(bank=step[1], addr=step[2], data=step[3])
-                elif kind == "job":
-                    payload = step[1]
+                payload = step[1]
+                if kind == "job":
                     out["start"] = (ctx.get(dut.cycles_active), ctx.get(dut.cycles_busy))
-                else:
-                    payload = dict(half=step[1], bank=step[2], addr=step[3], data=step[4])
                 ctx.set(port.payload, payload)
                 ctx.set(port.valid, 1)
                 await ctx.tick().until(port.ready)
@@ -93,8 +90,7 @@ def run(args):
         prog = _program(phase, k, s, p, size, cfg)
         ops = tiles.job_ops(prog.jobs[0])
         active, busy, error = _measure(cfg, prog)
-        phases = s * s if phase == "BP" else 1
-        model = cfg.job_overhead(phases)
+        model = tiles.job_cycles(prog.jobs[0], cfg) - ops
         print(f"{phase:5} {k:2} {s:2} {ops:6} {active:7} {busy:6} {busy / ops:7.1%} "
               f"{active - ops:8} {model:6} {ops / active:8.1%}"
               + ("" if str(error).endswith("NONE") else f"  error {error}"))

@@ -22,12 +22,15 @@ __all__ = ["TileBuffers", "bank_load_layout"]
 
 
 def bank_load_layout(banks, depth):
-    """A word for half ``half`` of bank ``bank``, word ``addr``."""
+    """One pixel for half ``half``: word ``addr`` of every bank, ``data[j]`` into bank ``j``.
+
+    A loader writes a whole pixel (all ``banks`` lanes) per beat, so a tile loads at the rate
+    the DMA delivers it (one beat of ``floats_per_beat`` words a cycle, ``banks`` a multiple of
+    it), not one word a cycle."""
     return data.StructLayout({
         "half": unsigned(1),
-        "bank": range(banks),
         "addr": unsigned(addr_bits(depth)),
-        "data": unsigned(32),
+        "data": data.ArrayLayout(32, banks),
     })
 
 
@@ -42,7 +45,8 @@ class TileBuffers(wiring.Component):
     ofm_raddr, ofm_rhalf / ofm_rdata, ofm_wen, ofm_waddr, ofm_whalf, ofm_wdata :
         engine reads and writes of OFM bank m.
     ifm_load, ofm_load : ``In(stream.Signature(bank_load_layout(...)))``
-        Loader writes (the OFM ones carry WU's output gradients).
+        Loader writes, one pixel (a word into every bank) per beat (the OFM ones carry WU's
+        output gradients).
     drain_half, drain_addr / drain_data : drain reads of every OFM bank of the half the engine
         does not own (data one cycle later).
     """
@@ -86,9 +90,8 @@ class TileBuffers(wiring.Component):
                 rp = mem.read_port(transparent_for=(wp,))
                 m.d.comb += [
                     rp.addr.eq(self.ifm_raddr[j]),
-                    wp.addr.eq(il.addr), wp.data.eq(il.data),
-                    wp.en.eq(self.ifm_load.valid & self.ifm_load.ready & (il.bank == j) &
-                             (il.half == h)),
+                    wp.addr.eq(il.addr), wp.data.eq(il.data[j]),
+                    wp.en.eq(self.ifm_load.valid & self.ifm_load.ready & (il.half == h)),
                 ]
                 data_.append(rp.data)
             m.d.comb += self.ifm_rdata[j].eq(Mux(rhalf, data_[1], data_[0]))
@@ -111,9 +114,8 @@ class TileBuffers(wiring.Component):
                 with m.Else():
                     m.d.comb += [
                         rp.addr.eq(self.drain_addr),
-                        wp.addr.eq(ol.addr), wp.data.eq(ol.data),
-                        wp.en.eq(self.ofm_load.valid & self.ofm_load.ready & (ol.bank == r) &
-                                 (ol.half == h)),
+                        wp.addr.eq(ol.addr), wp.data.eq(ol.data[r]),
+                        wp.en.eq(self.ofm_load.valid & self.ofm_load.ready & (ol.half == h)),
                     ]
                 data_.append(rp.data)
             m.d.comb += [self.ofm_rdata[r].eq(Mux(rhalf, data_[1], data_[0])),

@@ -43,17 +43,32 @@ from ..config import FADD_LATENCY, FMUL_LATENCY
 from ..fp import FAdd, FMul
 from .job import Phase, addr_bits, ctrl_layout
 
-__all__ = ["PeArray", "weight_load_layout"]
+__all__ = ["PeArray", "weight_load_layout", "weight_load_lanes"]
 
 ONE = 0x3F800000
 
 
+def weight_load_lanes(cfg):
+    """Words per weight-load beat: ``min(floats_per_beat, Tm, Tn)``."""
+    return min(cfg.floats_per_beat, cfg.tm, cfg.tn)
+
+
 def weight_load_layout(cfg):
-    """A word for the weight banks: bank ``m * Tn + j`` (PE (m, j)), word ``addr``."""
+    """``lanes`` words for the weight banks, word ``addr`` of each.
+
+    Lane ``i`` goes to PE ``(row, col + i)``, or with ``transpose`` to PE ``(row + i, col)``
+    (BP reads the weights transposed: the loader's bank choice does the transpose, see
+    :mod:`ef_train_hdl.model.tiles`); lanes with ``en[i]`` low write nothing. ``col`` (or
+    ``row`` with ``transpose``) is a multiple of the lane count.
+    """
+    lanes = weight_load_lanes(cfg)
     return data.StructLayout({
-        "bank": range(cfg.tm * cfg.tn),
+        "row": range(cfg.tm),
+        "col": range(cfg.tn),
+        "transpose": unsigned(1),
         "addr": unsigned(addr_bits(cfg.weight_depth)),
-        "data": unsigned(32),
+        "data": data.ArrayLayout(32, lanes),
+        "en": unsigned(lanes),
     })
 
 
@@ -255,8 +270,9 @@ class PeArray(wiring.Component):
                                  wwrite[j].data.eq(adders[j].result),
                                  wwrite[j].en.eq(wctl.valid)]
                 with m.Else():
-                    m.d.comb += [wwrite[j].addr.eq(load.addr), wwrite[j].data.eq(load.data),
-                                 wwrite[j].en.eq(self.w_load.valid & (load.bank == r * tn + j))]
+                    hit, word = self._load_lane(load, r, j)
+                    m.d.comb += [wwrite[j].addr.eq(load.addr), wwrite[j].data.eq(word),
+                                 wwrite[j].en.eq(self.w_load.valid & hit)]
 
             # OFM bank r: WU reads gradients at the row's time; FP/BP read-add-write.
             m.d.comb += [
@@ -268,3 +284,13 @@ class PeArray(wiring.Component):
                 self.ofm_wdata[r].eq(adders[tn - 1].result),
             ]
         return m
+
+    def _load_lane(self, load, r, j):
+        """Whether the weight-load beat ``load`` writes PE (r, j), and the word it writes."""
+        lanes = weight_load_lanes(self._cfg)
+        lg = _log2(lanes)
+        # Normal: row r, columns col .. col + lanes - 1; transposed: column j, rows row ...
+        normal = (load.row == r) & (load.col >> lg == j >> lg) & load.en[j % lanes]
+        trans = (load.col == j) & (load.row >> lg == r >> lg) & load.en[r % lanes]
+        word = Mux(load.transpose, load.data[r % lanes], load.data[j % lanes])
+        return Mux(load.transpose, trans, normal), word

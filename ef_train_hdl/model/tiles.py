@@ -17,7 +17,9 @@ for the bank contents of each phase (the loaders of the whole accelerator implem
 A program is a list of steps: ``("w", bank, addr, value)``, ``("ifm", half, bank, addr,
 value)``, ``("ofm", half, bank, addr, value)``, ``("job", fields)``, ``("wait",)`` (until every
 job issued so far is done) and ``("drain", fields)``; ``expected`` is the drained words in
-order.
+order. The load steps are single words, as the contents are easiest to state;
+:func:`port_steps` groups them into the beats of the tile engine's load ports (a whole pixel
+for the IFM/OFM banks, ``weight_load_lanes`` words for the weight banks).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import numpy as np
 from . import ops
 from .fp import as_f32
 
-__all__ = ["TileProgram", "job_ops", "conv_fp_tile", "conv_bp_tile", "conv_wu_tile", "bias_grad_tile",
+__all__ = ["TileProgram", "job_ops", "job_cycles", "port_steps", "conv_fp_tile", "conv_bp_tile", "conv_wu_tile", "bias_grad_tile",
            "PHASE_CODES"]
 
 PHASE_CODES = {"FP": 0, "BP": 1, "WU": 2}
@@ -104,6 +106,59 @@ def job_ops(job):
     ty = [sum(1 for ky in range(k) if (ky - y - job["row_off"]) % 2 == 0) for y in range(rows)]
     tx = [sum(1 for kx in range(k) if (kx - x - job["col_off"]) % 2 == 0) for x in range(cols)]
     return sum(ty) * sum(tx)
+
+
+def _phase_taps(job):
+    """``(taps, pixels)`` of each stride phase of a job (one phase unless BP with stride 2):
+    the taps every pixel of the phase gets and the pixels of the phase."""
+    k, s = job["kernel"], job["stride"]
+    rows, cols = job["out_rows"], job["out_cols"]
+    if job["phase"] != PHASE_CODES["BP"] or s == 1:
+        return [(k * k, rows * cols)]
+    out = []
+    for py in (0, 1):
+        for px in (0, 1):
+            y0, x0 = (py ^ (job["row_off"] & 1)), (px ^ (job["col_off"] & 1))
+            npy, npx = max(0, (rows - y0 + 1) // 2), max(0, (cols - x0 + 1) // 2)
+            ty = sum(1 for ky in range(k) if (ky - y0 - job["row_off"]) % 2 == 0)
+            tx = sum(1 for kx in range(k) if (kx - x0 - job["col_off"]) % 2 == 0)
+            out.append((ty * tx, npy * npx))
+    return out
+
+
+def job_cycles(job, cfg):
+    """Cycles the tile engine is busy with ``job`` (``cycles_active``), with no stalls.
+
+    The address generator's states (core/addrgen.py): 2 of checks, 1 for a FP bias preamble,
+    per stride phase 4 of set-up, its operations and 1 to step on; a phase of a chain's first
+    job (``term_base == 0``) that brings fewer terms than the P partial-sum slots first runs a
+    fill pass of P null operations per pixel (WU: per tap) with 3 cycles of its own, and a
+    phase without taps (K < s in BP) runs P null operations per pixel in the first job; then
+    the PE array's depth plus 1 to flush. With no fill and every phase tapped this is
+    ``job_ops(job) + cfg.job_overhead(phases, bias)``.
+    """
+    p = 1 << job["log2_p"]
+    wu = job["phase"] == PHASE_CODES["WU"]
+    fp = job["phase"] == PHASE_CODES["FP"]
+    first = job["term_base"] == 0
+    cycles = 2 + int(bool(job["bias"]) and fp) + cfg.pe_depth + 1
+    phases = _phase_taps(job)
+    for taps, pixels in phases:
+        cycles += 5
+        if pixels == 0:
+            continue
+        if wu:
+            area = job["out_rows"] * job["out_cols"]
+            if first and area < p:
+                cycles += 3 + p * taps
+            cycles += taps * area
+        elif taps == 0:
+            cycles += p * pixels if first else 0
+        else:
+            if first and taps < p:
+                cycles += 3 + p * pixels
+            cycles += taps * pixels
+    return cycles
 
 
 def conv_fp_tile(x, w, bias, stride, pad, cfg, *, image=0, chunk=0, rows=None):
@@ -228,3 +283,65 @@ def bias_grad_tile(g_z, cfg, *, chunk=0):
             res[0, mi, :] = db[chunk * tm + mi]
     prog.expected = _bits(res.reshape(-1))
     return prog
+
+
+def port_steps(prog, cfg):
+    """``prog.steps`` with its load words grouped into tile-engine port beats.
+
+    Yields ``("ifm" | "ofm", payload)`` (``bank_load_layout``: a pixel, every bank at one
+    address), ``("w", payload)`` (``weight_load_layout``: ``lanes`` consecutive banks of one
+    PE row, or — for words that do not fill such a beat, like the biases in column 0 — of one
+    PE column, with ``en`` marking the lanes present) and the other steps unchanged. Loads
+    between two non-load steps are grouped; their order within the group does not matter
+    (each word has its own bank and address). A pixel with a bank missing is an error: every
+    program here loads whole planes.
+    """
+    lanes = min(cfg.floats_per_beat, cfg.tm, cfg.tn)
+    pending = {"ifm": {}, "ofm": {}, "w": {}}
+
+    def flush():
+        for kind in ("ifm", "ofm"):
+            banks = cfg.tn if kind == "ifm" else cfg.tm
+            pixels = {}
+            for (half, bank, addr), value in pending[kind].items():
+                pixels.setdefault((half, addr), {})[bank] = value
+            for (half, addr), words in pixels.items():
+                if len(words) != banks:
+                    raise ValueError(f"{kind} half {half} word {addr}: banks "
+                                     f"{sorted(words)} loaded, not all {banks}")
+                yield kind, dict(half=half, addr=addr, data=[words[j] for j in range(banks)])
+            pending[kind].clear()
+        words = dict(pending["w"])
+        pending["w"].clear()
+        # Full row beats first; what is left (a bias column) goes as column beats with ``en``.
+        for transpose in (0, 1):
+            beats = {}
+            for (bank, addr), value in words.items():
+                r, j = divmod(bank, cfg.tn)
+                if transpose:
+                    key, lane = (r - r % lanes, j, addr), r % lanes
+                else:
+                    key, lane = (r, j - j % lanes, addr), j % lanes
+                beats.setdefault(key, {})[lane] = (bank, value)
+            for (row, col, addr), lane_words in beats.items():
+                if not transpose and len(lane_words) < lanes:
+                    continue
+                data_, en = [0] * lanes, 0
+                for i, (bank, value) in lane_words.items():
+                    data_[i] = value
+                    en |= 1 << i
+                    del words[(bank, addr)]
+                yield "w", dict(row=row, col=col, transpose=transpose, addr=addr, data=data_,
+                                en=en)
+        assert not words
+
+    for step in prog.steps:
+        kind = step[0]
+        if kind == "w":
+            pending["w"][(step[1], step[2])] = step[3]
+        elif kind in ("ifm", "ofm"):
+            pending[kind][(step[1], step[2], step[3])] = step[4]
+        else:
+            yield from flush()
+            yield step
+    yield from flush()
