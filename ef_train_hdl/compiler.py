@@ -93,6 +93,29 @@ class CompiledNetwork:
     infer_addr: int
     lr: float
     momentum: float
+    #: The tile programs the accelerator runs (:mod:`ef_train_hdl.lower`), and their word
+    #: addresses; ``None`` for a configuration the whole accelerator does not support.
+    train_tiles: list = None
+    infer_tiles: list = None
+    train_tiles_addr: int = 0
+    infer_tiles_addr: int = 0
+
+    def program(self, kind, which):
+        """``(address, packed words)`` of program ``which`` ("train" / "infer") in ``kind``
+        ("layer": descriptors for the model backend; "tile": the accelerator's)."""
+        from . import isa
+        from .descriptor import pack_program
+        if kind == "layer":
+            prog = self.train_program if which == "train" else self.infer_program
+            return (self.train_addr if which == "train" else self.infer_addr,
+                    pack_program(prog))
+        prog = self.train_tiles if which == "train" else self.infer_tiles
+        if prog is None:
+            raise CompileError(self.tile_error or "no tile program")
+        return (self.train_tiles_addr if which == "train" else self.infer_tiles_addr,
+                isa.pack_program(prog))
+
+    tile_error: str = ""
 
     @property
     def dram_words(self):
@@ -322,6 +345,37 @@ def compile_network(network, batch, cfg, *, lr=0.01, momentum=0.0):
                     Opcode.FC_BP, Opcode.FC_WU, Opcode.SGD) else ""
                 raise CompileError(f"layer {layers[d.layer].source} ({what}), "
                                    f"{d.opcode.name}: {e}") from e
-    return CompiledNetwork(network, layers, batch, cfg, mm, train, infer,
-                           mm["train_program"].base, mm["infer_program"].base,
-                           float(np.float32(lr)), float(np.float32(momentum)))
+    compiled = CompiledNetwork(network, layers, batch, cfg, mm, train, infer,
+                               mm["train_program"].base, mm["infer_program"].base,
+                               float(np.float32(lr)), float(np.float32(momentum)))
+    _add_tile_programs(compiled)
+    return compiled
+
+
+#: Instructions the command processor may fetch past an END or HOST_SYNC (its prefetch); the
+#: memory map reserves them after every tile program.
+FETCH_SLACK = 8
+
+
+def _add_tile_programs(c):
+    """Lower both programs to tile programs and place them after the tensors. A
+    configuration the whole accelerator does not support (lower.check_config) keeps its
+    layer programs; ``tile_error`` says why there are no tile programs."""
+    from . import isa
+    from .lower import LoweringError, check_config, lower_program
+    try:
+        check_config(c.cfg)
+    except LoweringError as e:
+        c.tile_error = str(e)
+        return
+    for which in ("train", "infer"):
+        prog = lower_program(c.train_program if which == "train" else c.infer_program, c.cfg)
+        for k, instr in enumerate(prog):
+            try:
+                isa.validate(instr, c.cfg, index=k)
+            except isa.InstrError as e:
+                raise CompileError(f"tile program {which}: {e}") from e
+        t = c.memory.alloc(f"{which}_tiles", (len(prog) + FETCH_SLACK) * isa.INSTR_WORDS,
+                           "program")
+        setattr(c, f"{which}_tiles", prog)
+        setattr(c, f"{which}_tiles_addr", t.base)

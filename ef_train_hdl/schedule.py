@@ -93,14 +93,20 @@ def buffer_needs(layer, phase, tiling, cfg, batch):
         rows_in = min(h, (min(tr, ho) - 1) * s + k)
         wts = gc * kk * (_ceil_div(layer.in_channels, cfg.tn) if tiling.order == "resident"
                          else 1)
+        # The chunk's biases sit after its weights in bank (m, 0), one word per Tm-group.
+        wts += gc if layer.bias else 0
         return {"ifm": rows_in * w, "ofm": gc * min(tr, ho) * wo * p, "weight": wts}
     if phase is Phase.BP:
         rows_out = min(ho, _ceil_div(min(tr, h) - 1 + k, s) + 1)
+        if layer.pooled:
+            rows_out = min(ho, rows_out + 1)    # the plane starts on a pooled row's top row
         wts = gc * kk * (_ceil_div(layer.out_channels, cfg.tn) if tiling.order == "resident"
                          else 1)
         return {"ifm": rows_out * wo, "ofm": gc * min(tr, h) * w * p, "weight": wts}
     rows_in = min(h, (min(tr, ho) - 1) * s + k)
-    return {"ifm": rows_in * w, "ofm": min(tr, ho) * wo, "weight": gc * kk * p}
+    # With a bias, its gradient's A partial sums follow the chunk's weight-gradient ones.
+    bias = cfg.acc_interleave if layer.bias else 0
+    return {"ifm": rows_in * w, "ofm": min(tr, ho) * wo, "weight": gc * kk * p + bias}
 
 
 def _limits(cfg):

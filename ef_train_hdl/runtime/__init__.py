@@ -10,7 +10,10 @@ Verilator and a board all sit behind the same calls.
 from .api import (AcceleratorError, Backend, BACKENDS, RunStatus, Trainer, make_backend,
                   register_backend, softmax_xent)
 from . import model_backend  # noqa: F401  (registers the "model" backend)
+from . import tiles_backend  # noqa: F401  (registers the "tiles" backend)
 from .model_backend import ModelBackend
+from .tiles_backend import TilesBackend
 
-__all__ = ["Trainer", "Backend", "RunStatus", "AcceleratorError", "ModelBackend", "BACKENDS",
+__all__ = ["Trainer", "Backend", "RunStatus", "AcceleratorError", "ModelBackend",
+           "TilesBackend", "BACKENDS",
            "make_backend", "register_backend", "softmax_xent"]

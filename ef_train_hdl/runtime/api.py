@@ -22,7 +22,7 @@ import numpy as np
 
 from ..config import AcceleratorConfig, preset
 from ..compiler import compile_network
-from ..descriptor import ErrorCode, Opcode, pack_program
+from ..descriptor import ErrorCode, Opcode
 
 __all__ = ["Backend", "RunStatus", "AcceleratorError", "Trainer", "softmax_xent",
            "register_backend", "make_backend", "BACKENDS"]
@@ -49,9 +49,16 @@ class AcceleratorError(RuntimeError):
 
 
 class Backend(abc.ABC):
-    """What the host needs of an accelerator. Addresses are 32-bit-word addresses."""
+    """What the host needs of an accelerator. Addresses are 32-bit-word addresses.
+
+    ``program_kind`` says which program :meth:`run` executes: ``"layer"`` (the layer
+    descriptors of :mod:`ef_train_hdl.descriptor`: the ``model`` backend) or ``"tile"`` (the
+    tile program of :mod:`ef_train_hdl.isa` the accelerator runs). The :class:`Trainer`
+    writes both into DRAM, so every backend's DRAM image is the same.
+    """
 
     name = "abstract"
+    program_kind = "layer"
 
     def __init__(self, cfg, dram_words):
         self.cfg = cfg
@@ -150,8 +157,17 @@ class Trainer:
         else:
             from . import model_backend  # noqa: F401  (registers "model")
             self.backend = make_backend(backend, cfg, c.dram_words, **backend_options)
-        self.backend.write(c.train_addr, pack_program(c.train_program))
-        self.backend.write(c.infer_addr, pack_program(c.infer_program))
+        kinds = ("layer", "tile") if c.train_tiles is not None else ("layer",)
+        if self.backend.program_kind not in kinds:
+            raise ValueError(f"backend {self.backend.name!r} runs tile programs, which this "
+                             f"configuration has none of: {c.tile_error}")
+        self._addr = {}
+        for kind in kinds:
+            for which in ("train", "infer"):
+                addr, words = c.program(kind, which)
+                self.backend.write(addr, words)
+                if kind == self.backend.program_kind:
+                    self._addr[which] = addr
         self._last = {}
         if network.params:
             self.load_weights({k: v for k, v in network.params.items()})
@@ -246,7 +262,7 @@ class Trainer:
             raise ValueError(f"labels must be {self.batch} integers in 0..{c.num_classes - 1}")
         self.backend.reset_counters()
         self._write_input(x)
-        status = self._run(c.train_addr, Opcode.HOST_SYNC)
+        status = self._run(self._addr["train"], Opcode.HOST_SYNC)
         logits = self._read_logits()
         loss, grad = softmax_xent(logits, labels)
         self.backend.write_f32(c.logits_grad.base, c.pack_logits_grad(grad))
@@ -264,7 +280,7 @@ class Trainer:
         if n < self.batch:
             x = np.concatenate([x, np.zeros((self.batch - n,) + x.shape[1:], np.float32)])
         self._write_input(x)
-        self._run(self.compiled.infer_addr, Opcode.END)
+        self._run(self._addr["infer"], Opcode.END)
         return self._read_logits()[:n]
 
     def counters(self):
