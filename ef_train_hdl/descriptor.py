@@ -95,6 +95,9 @@ class ErrorCode(enum.IntEnum):
     BAD_LENGTH = 15
     AXI_READ_ERROR = 16
     AXI_WRITE_ERROR = 17
+    #: The tile program waits for a token no instruction gives (every unit waiting, nothing
+    #: moving): a hand-written program's mistake; compiled ones cannot deadlock.
+    BAD_DEPENDENCY = 18
 
 
 class DescriptorError(ValueError):
