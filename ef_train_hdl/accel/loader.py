@@ -1,0 +1,351 @@
+"""The loader: runs LOAD instructions — DRAM runs into the tile buffers, with the BP/WU
+load-path post-ops.
+
+Two stages, so that the next instruction's DRAM reads are in flight while this one's words go
+into the banks:
+
+1. *Issue*: take an instruction, wait for its tokens (docs/isa.md), then request its DRAM runs
+   from the read router in pieces: stream A (the data), and in the ReLU / pool modes streams B
+   (the stored ReLU output) and C (the pool indices) piece by piece alongside, so the three
+   arrive together. The router grants a piece only when its FIFO has room for it.
+2. *Write*: accept exactly the instruction's beats on each stream and write the banks:
+   weights a beat (``floats_per_beat`` words) at a time into consecutive PEs of a row (or,
+   transposed, of a column: BP; the bias in column 0), or pixels (Tn / Tm words, widened from
+   beats) into the IFM / OFM banks, through ReLU backward (A where B is not +0) and max-pool
+   backward (A and C -> the full-resolution map) as the mode says. At the last write it gives
+   its tokens.
+
+Latency and throughput: one DMA beat per cycle into the banks in every mode (a pooled map
+writes four pixels per pooled beat it reads); an instruction's own overhead is about four
+cycles in each stage, overlapped with the previous instruction's writes.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from .. import isa
+from ..axi.common import command_layout
+from ..axi.dma_read import read_beat_layout
+from ..core.buffers import bank_load_layout
+from ..core.pe_array import weight_load_layout, weight_load_lanes
+from ..core.postops import MaxPoolBackward, ReluBackward, word_lanes
+from ..isa import LoadMode, Op, Target
+from .common import TokenWait, dispatch_layout, give, instr_view, token_members
+from .gearbox import Widen
+from .readmux import piece_words
+
+__all__ = ["Loader", "LOADER_FIFOS", "pool_max_width"]
+
+#: Read-router FIFO depth (beats) of the loader's streams A, B, C.
+LOADER_FIFOS = {"a": 256, "b": 128, "c": 128}
+
+
+def pool_max_width(cfg):
+    """Widest map the pool units take: a row of a bank half, at most ``max_size``."""
+    return max(2, min(cfg.max_size, max(cfg.ifm_depth, cfg.ofm_depth)))
+
+
+class Loader(wiring.Component):
+    """See the module docstring.
+
+    Members
+    -------
+    instr : ``In(stream.Signature(dispatch_layout()))``
+        LOAD instructions from the command processor.
+    avail_*, take_*, give_* : token ports (:func:`.common.token_members`).
+    req_a, req_b, req_c : ``Out(stream.Signature(command_layout(cfg)))``
+        Read requests to the router; ``data_a``, ``data_b``, ``data_c`` the words back.
+    ifm_load, ofm_load, w_load : the tile engine's load ports.
+    busy : ``Out(1)``
+        An instruction is in either stage.
+    waiting : ``Out(1)``
+        An instruction waits for tokens (for the deadlock watchdog).
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        t = cfg.tm
+        members = {
+            "instr": In(stream.Signature(dispatch_layout())),
+            **token_members("load"),
+            "busy": Out(1),
+            "waiting": Out(1),
+            "ifm_load": Out(stream.Signature(bank_load_layout(cfg.tn, cfg.ifm_depth))),
+            "ofm_load": Out(stream.Signature(bank_load_layout(cfg.tm, cfg.ofm_depth))),
+            "w_load": Out(stream.Signature(weight_load_layout(cfg))),
+        }
+        for s in "abc":
+            members[f"req_{s}"] = Out(stream.Signature(command_layout(cfg)))
+            members[f"data_{s}"] = In(stream.Signature(read_beat_layout(cfg)))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        t, f = cfg.tm, cfg.floats_per_beat
+        lg_f = exact_log2(f)
+        lg_tt = exact_log2(t * t)
+        lg_t = exact_log2(t)
+        m = Module()
+        piece = min(piece_words(cfg, d) for d in LOADER_FIFOS.values())
+
+        # ==== stage 1: tokens and read requests ================================================
+        handoff = fifo.SyncFIFOBuffered(width=32 * isa.INSTR_WORDS, depth=2)
+        m.submodules.handoff = handoff
+        view = instr_view(self.instr.payload.bits, Op.LOAD)
+        tokens = TokenWait(self, "load", view)
+        cur = Signal(isa.amaranth_layout(Op.LOAD))
+        run = Signal(16)
+        run_base = Signal(32)               # addr_a + run * dram_stride
+        offset = Signal(32)
+        run_words = Signal(32)
+        stream_sel = Signal(2)              # 0 A, 1 B, 2 C of the current piece
+        chunk = Signal(32)
+        relu = (cur.mode == LoadMode.RELU_BP) | (cur.mode == LoadMode.RELU_POOL_BP)
+        pool = (cur.mode == LoadMode.POOL_BP) | (cur.mode == LoadMode.RELU_POOL_BP)
+        rest = run_words - offset
+        m.d.comb += chunk.eq(Mux(rest > piece, piece, rest))
+        issuing = Signal()
+        with m.FSM(name="issue"):
+            with m.State("IDLE"):
+                can = self.instr.valid & handoff.w_rdy & tokens.ready()
+                m.d.comb += [self.waiting.eq(self.instr.valid & ~tokens.ready()),
+                             self.instr.ready.eq(can),
+                             handoff.w_en.eq(can), handoff.w_data.eq(self.instr.payload.bits)]
+                tokens.take(m, can)
+                with m.If(can):
+                    m.d.sync += [cur.eq(view), run.eq(0), offset.eq(0), stream_sel.eq(0),
+                                 run_base.eq(view.addr_a)]
+                    m.next = "SIZE"
+            with m.State("SIZE"):
+                m.d.comb += issuing.eq(1)
+                with m.Switch(cur.target):
+                    with m.Case(Target.WEIGHT):
+                        m.d.sync += run_words.eq((cur.count * cur.taps) << lg_tt)
+                    with m.Case(Target.BIAS):
+                        m.d.sync += run_words.eq(t)
+                    with m.Default():
+                        m.d.sync += run_words.eq(cur.count << lg_t)
+                m.next = "REQUEST"
+            with m.State("REQUEST"):
+                m.d.comb += issuing.eq(1)
+                base = Mux(stream_sel == 0, run_base,
+                           Mux(stream_sel == 1, cur.addr_b, cur.addr_c))
+                reqs = [self.req_a, self.req_b, self.req_c]
+                for i, req in enumerate(reqs):
+                    m.d.comb += [req.payload.addr.eq(base + offset),
+                                 req.payload.length.eq(chunk),
+                                 req.valid.eq(stream_sel == i)]
+                accepted = Mux(stream_sel == 0, self.req_a.ready,
+                               Mux(stream_sel == 1, self.req_b.ready, self.req_c.ready))
+                with m.If(accepted):
+                    # Next stream of this piece, or the next piece.
+                    nxt_b = (stream_sel == 0) & relu
+                    nxt_c = ((stream_sel == 0) & ~relu & pool) | ((stream_sel == 1) & pool)
+                    with m.If(nxt_b):
+                        m.d.sync += stream_sel.eq(1)
+                    with m.Elif(nxt_c):
+                        m.d.sync += stream_sel.eq(2)
+                    with m.Else():
+                        m.d.sync += [stream_sel.eq(0), offset.eq(offset + chunk)]
+                        with m.If(offset + chunk >= run_words):
+                            m.d.sync += [offset.eq(0), run.eq(run + 1),
+                                         run_base.eq(run_base + cur.dram_stride)]
+                            with m.If(run + 1 >= cur.runs):
+                                m.next = "IDLE"
+
+        # ==== stage 2: beats into the banks =======================================================
+        w = Signal(isa.amaranth_layout(Op.LOAD))
+        a_left, b_left, c_left = Signal(32), Signal(32), Signal(32)
+        out_left = Signal(32)
+        # Bank addressing: ``addr`` the next word, ``run_addr`` the current run's first,
+        # ``blk_addr`` the current weight block's first.
+        addr, run_addr, blk_addr = Signal(20), Signal(20), Signal(20)
+        pix, tap, beat, blk = Signal(32), Signal(8), Signal(16), Signal(32)
+        writing = Signal()
+        stage2 = Signal()
+        pixel_target = (w.target == Target.IFM) | (w.target == Target.OFM)
+        w_relu = (w.mode == LoadMode.RELU_BP) | (w.mode == LoadMode.RELU_POOL_BP)
+        w_pool = (w.mode == LoadMode.POOL_BP) | (w.mode == LoadMode.RELU_POOL_BP)
+        wview = data.View(isa.amaranth_layout(Op.LOAD), handoff.r_data)
+
+        # Pixel path: beats -> pixels (A, B as words; C as 2-bit indices), then the post-ops.
+        per_px = t // f
+        widen = {s: Widen(f, per_px) for s in "abc"}
+        for s, g in widen.items():
+            m.submodules[f"widen_{s}"] = g
+        relu_u = m.submodules.relu = ReluBackward(t)
+        pool_u = m.submodules.pool = MaxPoolBackward(t, pool_max_width(cfg))
+        m.d.comb += [pool_u.width.eq(w.pool_width), pool_u.height.eq(w.pool_height)]
+        lefts = {"a": a_left, "b": b_left, "c": c_left}
+        for s in "abc":
+            src = getattr(self, f"data_{s}")
+            g = widen[s]
+            # Beats of this instruction only: a widener must not run into the next one's.
+            to_pixels = writing & (lefts[s] != 0) & (pixel_target if s == "a" else 1)
+            m.d.comb += [g.i.valid.eq(src.valid & to_pixels),
+                         g.i.payload.eq(src.payload.data)]
+            if s != "a":
+                m.d.comb += src.ready.eq(g.i.ready & to_pixels)
+        a_px, b_px, c_px = widen["a"].o, widen["b"].o, widen["c"].o
+        idx = Signal(data.ArrayLayout(2, t))
+        for lane in range(t):
+            m.d.comb += idx[lane].eq(c_px.payload[lane][:2])
+
+        out_valid, out_data = Signal(), Signal(word_lanes(t))
+        out_ready = Signal()
+        # Mode routing (the mode is constant while an instruction writes).
+        with m.If(w_relu):
+            m.d.comb += [relu_u.grad_y.valid.eq(a_px.valid), relu_u.grad_y.payload.eq(
+                a_px.payload), a_px.ready.eq(relu_u.grad_y.ready),
+                relu_u.y.valid.eq(b_px.valid), relu_u.y.payload.eq(b_px.payload),
+                b_px.ready.eq(relu_u.y.ready)]
+        relu_out = relu_u.grad_x
+        pool_src_valid = Mux(w_relu, relu_out.valid, a_px.valid)
+        pool_src = Mux(w_relu, relu_out.payload.as_value(), a_px.payload.as_value())
+        with m.If(w_pool):
+            m.d.comb += [pool_u.grad_y.valid.eq(pool_src_valid),
+                         pool_u.grad_y.payload.eq(pool_src),
+                         pool_u.idx.valid.eq(c_px.valid), pool_u.idx.payload.eq(idx),
+                         c_px.ready.eq(pool_u.idx.ready),
+                         out_valid.eq(pool_u.grad_x.valid), out_data.eq(pool_u.grad_x.payload),
+                         pool_u.grad_x.ready.eq(out_ready)]
+            with m.If(w_relu):
+                m.d.comb += relu_out.ready.eq(pool_u.grad_y.ready)
+            with m.Else():
+                m.d.comb += a_px.ready.eq(pool_u.grad_y.ready)
+        with m.Elif(w_relu):
+            m.d.comb += [out_valid.eq(relu_out.valid), out_data.eq(relu_out.payload),
+                         relu_out.ready.eq(out_ready)]
+        with m.Else():
+            m.d.comb += [out_valid.eq(a_px.valid), out_data.eq(a_px.payload),
+                         a_px.ready.eq(out_ready)]
+
+        # Pixel writes.
+        for port, target in ((self.ifm_load, Target.IFM), (self.ofm_load, Target.OFM)):
+            m.d.comb += [port.payload.half.eq(w.half), port.payload.addr.eq(addr),
+                         port.payload.data.eq(out_data)]
+            sel = writing & (w.target == target) & (out_left != 0)
+            m.d.comb += port.valid.eq(out_valid & sel)
+            with m.If(sel):
+                m.d.comb += out_ready.eq(port.ready)
+        px_done = out_valid & out_ready & writing & pixel_target
+
+        # Weight path: a beat straight into ``lanes`` PEs.
+        lanes = weight_load_lanes(cfg)
+        assert lanes == f
+        q_row = Signal(range(t))
+        q_col = Signal(range(t))
+        wl = self.w_load.payload
+        is_bias = w.target == Target.BIAS
+        weight_target = (w.target == Target.WEIGHT) | is_bias
+        m.d.comb += [
+            q_row.eq((beat << lg_f) >> lg_t), q_col.eq((beat << lg_f) & (t - 1)),
+            wl.addr.eq(addr), wl.data.eq(self.data_a.payload.data), wl.en.eq((1 << lanes) - 1),
+            wl.transpose.eq(w.transpose | is_bias),
+            # Normal: DRAM word (mi, nj..) -> PE row mi, columns nj..; transposed: PE column
+            # mi, rows nj..; bias: column 0, rows from the beat's first lane.
+            wl.row.eq(Mux(is_bias, beat << lg_f, Mux(w.transpose, q_col, q_row))),
+            wl.col.eq(Mux(is_bias, 0, Mux(w.transpose, q_row, q_col))),
+        ]
+        w_sel = writing & weight_target & (a_left != 0)
+        m.d.comb += self.w_load.valid.eq(self.data_a.valid & w_sel)
+        with m.If(w_sel):
+            m.d.comb += self.data_a.ready.eq(self.w_load.ready)
+        with m.Elif(writing & pixel_target):
+            m.d.comb += self.data_a.ready.eq(widen["a"].i.ready & (a_left != 0))
+        w_done = self.w_load.valid & self.w_load.ready
+
+        for s in "abc":
+            src = getattr(self, f"data_{s}")
+            with m.If(src.valid & src.ready):
+                m.d.sync += lefts[s].eq(lefts[s] - 1)
+
+        beats_per_word = t * t // f
+        with m.FSM(name="write"):
+            with m.State("IDLE"):
+                m.d.comb += handoff.r_en.eq(1)
+                with m.If(handoff.r_rdy):
+                    m.d.sync += [w.eq(wview), addr.eq(wview.bank_base),
+                                 run_addr.eq(wview.bank_base), blk_addr.eq(wview.bank_base),
+                                 pix.eq(0), tap.eq(0), beat.eq(0), blk.eq(0)]
+                    m.next = "SETUP"
+            # Sizes in three registered steps (one multiplier each, off the data path).
+            words_run, units = Signal(32), Signal(32)
+            with m.State("SETUP"):
+                m.d.comb += stage2.eq(1)
+                with m.Switch(w.target):
+                    with m.Case(Target.WEIGHT):
+                        m.d.sync += words_run.eq(w.count * w.taps)      # weight words a run
+                    with m.Case(Target.BIAS):
+                        m.d.sync += words_run.eq(1)
+                    with m.Default():
+                        m.d.sync += words_run.eq(w.count)               # pixels a run
+                m.d.sync += units.eq(Mux(w_pool, w.pool_width * w.pool_height, 0))
+                m.next = "SETUP2"
+            with m.State("SETUP2"):
+                m.d.comb += stage2.eq(1)
+                total = words_run * w.runs
+                m.d.sync += [words_run.eq(total),
+                             units.eq(Mux(w_pool, units, total))]
+                m.next = "SETUP3"
+            with m.State("SETUP3"):
+                m.d.comb += stage2.eq(1)
+                beats_a = Signal(32)
+                with m.Switch(w.target):
+                    with m.Case(Target.WEIGHT):
+                        m.d.comb += beats_a.eq(words_run << (lg_tt - lg_f))
+                    with m.Case(Target.BIAS):
+                        m.d.comb += beats_a.eq(t // f)
+                    with m.Default():
+                        m.d.comb += beats_a.eq(words_run << exact_log2(per_px))
+                m.d.sync += [a_left.eq(beats_a), b_left.eq(Mux(w_relu, beats_a, 0)),
+                             c_left.eq(Mux(w_pool, beats_a, 0)),
+                             out_left.eq(Mux(pixel_target, units, 0))]
+                m.next = "WRITE"
+            with m.State("WRITE"):
+                m.d.comb += [writing.eq(1), stage2.eq(1)]
+                with m.If(px_done):
+                    m.d.sync += out_left.eq(out_left - 1)
+                    # Next pixel: along the run, or the next run's first word.
+                    with m.If(~w_pool & (pix == w.count - 1)):
+                        m.d.sync += [pix.eq(0), run_addr.eq(run_addr + w.bank_run_stride),
+                                     addr.eq(run_addr + w.bank_run_stride)]
+                    with m.Else():
+                        m.d.sync += [pix.eq(pix + 1), addr.eq(addr + w.bank_step)]
+                with m.If(w_done):
+                    with m.If(is_bias):
+                        m.d.sync += beat.eq(beat + 1)
+                    with m.Elif(beat == beats_per_word - 1):
+                        m.d.sync += beat.eq(0)
+                        with m.If(tap == w.taps - 1):
+                            m.d.sync += tap.eq(0)
+                            with m.If(blk == w.count - 1):
+                                # Next run: its first block's first tap.
+                                m.d.sync += [blk.eq(0),
+                                             run_addr.eq(run_addr + w.bank_run_stride),
+                                             blk_addr.eq(run_addr + w.bank_run_stride),
+                                             addr.eq(run_addr + w.bank_run_stride)]
+                            with m.Else():
+                                m.d.sync += [blk.eq(blk + 1),
+                                             blk_addr.eq(blk_addr + w.bank_step),
+                                             addr.eq(blk_addr + w.bank_step)]
+                        with m.Else():
+                            m.d.sync += [tap.eq(tap + 1), addr.eq(addr + 1)]
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+                finished = Signal()
+                m.d.comb += finished.eq(
+                    Mux(pixel_target, (out_left == 0) | ((out_left == 1) & px_done),
+                        (a_left == 0) | ((a_left == 1) & w_done)))
+                with m.If(finished):
+                    m.next = "GIVE"
+            with m.State("GIVE"):
+                m.d.comb += stage2.eq(1)
+                give(m, self, "load", w, 1)
+                m.next = "IDLE"
+
+        # Busy: an instruction in either stage or between them (not one still queued).
+        m.d.comb += self.busy.eq(issuing | handoff.r_rdy | stage2)
+        return m

@@ -1,0 +1,144 @@
+"""The DRAM read router: several clients share the one DMA read engine, none can block another.
+
+Clients (the instruction fetcher, the loader's three streams, the storer's SGD streams) send
+read requests ``{addr, length}`` (word address, words) on their own ``req`` stream and receive
+the words on their own ``data`` stream, in request order. The router passes a request to the
+DMA read engine only when that client's FIFO has room for all of its beats, reserving the
+room; the engine returns data in command order, a tag FIFO says whose it is, and every beat
+lands in space kept for it. So the DMA's data channel never waits for a slow client, and a
+client that stops consuming (a loader waiting for its next token, a join waiting for its
+other stream) holds up only itself: no head-of-line blocking, no deadlock between clients.
+
+A client must not ask for more beats than its FIFO holds in one request (it splits a long run
+into pieces; :func:`piece_words`). Arbitration is round robin among clients whose request
+fits.
+
+Latency: a request reaches ``dma_cmd`` the cycle after it is granted (registered). Data goes
+from ``dma_data`` into the client's FIFO in one cycle and out of it the next.
+Throughput: one request per cycle, one data beat per cycle.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from ..axi.common import command_layout
+from ..axi.dma_read import read_beat_layout
+
+__all__ = ["ReadRouter", "piece_words"]
+
+
+def piece_words(cfg, depth_beats):
+    """Largest request (words) for a FIFO of ``depth_beats``: half of it, so that two
+    requests can be in flight (one arriving while the other is consumed)."""
+    return max(1, depth_beats // 2) * cfg.floats_per_beat
+
+
+class ReadRouter(wiring.Component):
+    """See the module docstring.
+
+    Parameters
+    ----------
+    cfg : AcceleratorConfig
+    clients : dict
+        ``{name: fifo_depth_beats}`` in priority order for round robin's first turn.
+
+    Members
+    -------
+    req_<name> : ``In(stream.Signature(command_layout(cfg)))``
+    data_<name> : ``Out(stream.Signature(read_beat_layout(cfg)))``
+    dma_cmd : ``Out(stream.Signature(command_layout(cfg)))``
+    dma_data : ``In(stream.Signature(read_beat_layout(cfg)))``
+    beats_<name> : ``Out(32)``
+        Free-running count of the beats delivered to the client (a performance counter).
+    """
+
+    def __init__(self, cfg, clients):
+        if not clients:
+            raise ValueError("a ReadRouter needs at least one client")
+        for name, depth in clients.items():
+            if not isinstance(depth, int) or depth < 2:
+                raise ValueError(f"client {name!r}: FIFO depth must be an integer >= 2 "
+                                 f"beats, not {depth!r}")
+        self.cfg = cfg
+        self.clients = dict(clients)
+        members = {
+            "dma_cmd": Out(stream.Signature(command_layout(cfg))),
+            "dma_data": In(stream.Signature(read_beat_layout(cfg))),
+        }
+        for name in clients:
+            members[f"req_{name}"] = In(stream.Signature(command_layout(cfg)))
+            members[f"data_{name}"] = Out(stream.Signature(read_beat_layout(cfg)))
+            members[f"beats_{name}"] = Out(32)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        cfg = self.cfg
+        m = Module()
+        names = list(self.clients)
+        n = len(names)
+        lg_f = exact_log2(cfg.floats_per_beat)
+        beat_layout = read_beat_layout(cfg)
+
+        # -- per client: FIFO and credits -------------------------------------------------
+        free, fifos, wants, beats_of = [], [], [], []
+        for i, name in enumerate(names):
+            depth = self.clients[name]
+            f = fifo.SyncFIFOBuffered(width=beat_layout.size, depth=depth)
+            m.submodules[f"fifo_{name}"] = f
+            fifos.append(f)
+            out = getattr(self, f"data_{name}")
+            m.d.comb += [out.payload.eq(f.r_data), out.valid.eq(f.r_rdy),
+                         f.r_en.eq(out.ready)]
+            with m.If(out.valid & out.ready):
+                m.d.sync += getattr(self, f"beats_{name}").eq(
+                    getattr(self, f"beats_{name}") + 1)
+            req = getattr(self, f"req_{name}")
+            beats = Signal(len(req.payload.length) + 1, name=f"beats_needed_{name}")
+            m.d.comb += beats.eq((req.payload.length + cfg.floats_per_beat - 1) >> lg_f)
+            beats_of.append(beats)
+            credit = Signal(range(depth + 1), init=depth, name=f"credit_{name}")
+            free.append(credit)
+            wants.append(req.valid & (beats <= credit))
+
+        # -- grant: round robin, into a registered command --------------------------------
+        tags = fifo.SyncFIFOBuffered(width=max(1, ceil_log2(n)), depth=16)
+        m.submodules.tags = tags
+        cmd_full = Signal()
+        take = ~cmd_full | self.dma_cmd.ready
+        m.d.comb += [self.dma_cmd.valid.eq(cmd_full)]
+        with m.If(self.dma_cmd.valid & self.dma_cmd.ready):
+            m.d.sync += cmd_full.eq(0)
+        last = Signal(range(n), init=n - 1)
+        grant = Signal(range(n + 1))
+        granted = Signal()
+        # Round robin: the first wanting client after ``last``.
+        m.d.comb += [grant.eq(n), granted.eq(0)]
+        for offset in reversed(range(1, n + 1)):
+            idx = Signal(range(n), name=f"rr{offset}")
+            m.d.comb += idx.eq(Mux(last + offset >= n, last + offset - n, last + offset))
+            want = Cat(*wants).bit_select(idx, 1)
+            with m.If(want):
+                m.d.comb += [grant.eq(idx), granted.eq(1)]
+        do_grant = granted & take & tags.w_rdy
+        m.d.comb += [tags.w_en.eq(do_grant), tags.w_data.eq(grant)]
+        with m.If(do_grant):
+            m.d.sync += [cmd_full.eq(1), last.eq(grant)]
+        for i, name in enumerate(names):
+            req = getattr(self, f"req_{name}")
+            chosen = do_grant & (grant == i)
+            m.d.comb += req.ready.eq(chosen)
+            with m.If(chosen):
+                m.d.sync += self.dma_cmd.payload.eq(req.payload)
+            popped = fifos[i].r_en & fifos[i].r_rdy
+            m.d.sync += free[i].eq(free[i] - Mux(chosen, beats_of[i], 0) + popped)
+
+        # -- data: to the FIFO of the command's client --------------------------------------
+        m.d.comb += [self.dma_data.ready.eq(tags.r_rdy), tags.r_en.eq(
+            self.dma_data.valid & tags.r_rdy & self.dma_data.payload.last)]
+        for i in range(n):
+            m.d.comb += [fifos[i].w_data.eq(self.dma_data.payload),
+                         fifos[i].w_en.eq(self.dma_data.valid & tags.r_rdy &
+                                          (tags.r_data == i))]
+        return m
