@@ -385,6 +385,12 @@ def unpack_program(words):
 
 # -- the command processor's checks --------------------------------------------------------
 
+def pool_max_width(cfg):
+    """Widest map the pool units take (their line buffers): a row of a bank half, at most
+    ``max_size``."""
+    return max(2, min(cfg.max_size, max(cfg.ifm_depth, cfg.ofm_depth)))
+
+
 def _pool_pixels(width, height):
     return (height // 2) * (width // 2)
 
@@ -460,9 +466,10 @@ def check(instr, cfg):
             depth = cfg.ifm_depth if t == Target.IFM else cfg.ofm_depth
             if mode in (LoadMode.POOL_BP, LoadMode.RELU_POOL_BP):
                 w, h = instr.pool_width, instr.pool_height
-                if w < 2 or h < 1 or w > cfg.max_size or h > cfg.max_size:
+                wmax = pool_max_width(cfg)
+                if w < 2 or h < 1 or w > wmax or h > cfg.max_size:
                     return bad(ErrorCode.BAD_SIZE, "pool_width/pool_height", (w, h),
-                               f"2..{cfg.max_size} and 1..{cfg.max_size}")
+                               f"2..{wmax} and 1..{cfg.max_size}")
                 if instr.count != _pool_pixels(w, h):
                     return bad(ErrorCode.BAD_SIZE, "count", instr.count,
                                f"(pool_height // 2) * (pool_width // 2) = "
@@ -502,8 +509,23 @@ def check(instr, cfg):
     if instr.runs < 1 or instr.run_words < 1:
         return bad(ErrorCode.BAD_SIZE, "runs/run_words", (instr.runs, instr.run_words),
                    ">= 1 each")
-    if src != Source.DRAM and instr.drain_count < 1:
-        return bad(ErrorCode.BAD_SIZE, "drain_count", instr.drain_count, ">= 1")
+    if src != Source.DRAM:
+        if instr.drain_count < 1:
+            return bad(ErrorCode.BAD_SIZE, "drain_count", instr.drain_count, ">= 1")
+        if (1 << instr.log2_p) > cfg.acc_interleave:
+            return bad(ErrorCode.BAD_INTERLEAVE, "log2_p", instr.log2_p,
+                       f"at most {cfg.acc_interleave.bit_length() - 1} (acc_interleave = "
+                       f"{cfg.acc_interleave})")
+        depth = cfg.ofm_depth if src == Source.OFM else cfg.weight_depth
+        end = instr.drain_base + (instr.drain_count << instr.log2_p)
+        if end > depth:
+            return bad(ErrorCode.BAD_TILE, "drain_base/drain_count", instr.drain_count,
+                       f"results whose partial sums end by word {depth} (they end at {end})")
+    if instr.run_words % fpb:
+        return bad(ErrorCode.BAD_SIZE, "run_words", instr.run_words,
+                   f"a multiple of {fpb} words (whole DMA beats)")
+    if instr.runs != 1 and post not in (Post.NONE, Post.RELU):
+        return bad(ErrorCode.BAD_SIZE, "runs", instr.runs, "1 with POOL and SGD")
     for name in ("addr_out",) + (("addr_aux",) if post in (Post.POOL, Post.RELU_POOL,
                                                            Post.SGD_MOMENTUM) else ()) \
             + (("addr_grad",) if src == Source.DRAM else ()):
@@ -511,9 +533,6 @@ def check(instr, cfg):
         if err:
             return err
     if instr.runs > 1:
-        if instr.run_words % fpb:
-            return bad(ErrorCode.MISALIGNED_ADDRESS, "run_words", instr.run_words,
-                       f"a multiple of {fpb} words when runs > 1")
         err = aligned("dram_stride")
         if err:
             return err
@@ -522,7 +541,7 @@ def check(instr, cfg):
         pixels = instr.drain_count
         if post in (Post.POOL, Post.RELU_POOL):
             w, h = instr.pool_width, instr.pool_height
-            if w < 2 or h < 2 or w * h != instr.drain_count:
+            if w < 2 or h < 2 or w > pool_max_width(cfg) or w * h != instr.drain_count:
                 return bad(ErrorCode.BAD_SIZE, "pool_width/pool_height", (w, h),
                            f"at least 2 x 2 with width * height = drain_count = "
                            f"{instr.drain_count}")

@@ -460,6 +460,47 @@ def test_sgd(tmp_path, momentum, idle, stall):
     simulate(tmp_path, f"sgd_{'momentum' if momentum else 'plain'}", build)
 
 
+@pytest.mark.parametrize("idle, stall", [(0.0, 0.0), (0.3, 0.3)])
+def test_sgd_plain_on_momentum_unit(tmp_path, idle, stall):
+    """A momentum unit with ``plain`` high computes plain SGD bit for bit (signed zeros
+    included, which a momentum step with mu = v = 0 would not) and never reads ``v``."""
+    lanes, count = 2, 96
+    rng = np.random.default_rng(7)
+    w = random_words(rng, (count, lanes))
+    dw = random_words(rng, (count, lanes))
+    dw[:8] = np.array([0x80000000, 0], np.uint32)          # -0 and +0 gradients
+    w[:8] = np.array([0x80000000, 0x80000000], np.uint32)
+    lr = np.float32(0.0625)
+    want_w, _ = ops.sgd(f32(w), f32(dw), lr, AcceleratorConfig())
+    got = []
+
+    def build():
+        dut = SgdUpdate(lanes, momentum=True)
+        got.clear()
+
+        def producer(port, words, seed):
+            async def put(ctx):
+                ctx.set(dut.lr, int(u32(lr)))
+                ctx.set(dut.mu, int(u32(np.float32(0.5))))
+                ctx.set(dut.plain, 1)
+                await stream_put(ctx, port, beats_of(words), rng=random.Random(seed),
+                                 idle_prob=idle, timeout=500)
+            return put
+
+        async def consumer(ctx):
+            beats = await stream_get(ctx, dut.o, count, rng=random.Random(3), stall_prob=stall,
+                                     timeout=500)
+            got.extend(unpack(Const.cast(b.w).value, lanes) for b in beats)
+            assert not ctx.get(dut.v.ready), "v must not be read in plain mode"
+
+        def check():
+            assert_bits_equal(got, u32(want_w), "plain sgd on a momentum unit")
+
+        return dut, [consumer, producer(dut.w, w, 1), producer(dut.dw, dw, 2)], check
+
+    simulate(tmp_path, "sgd_plain_momentum_unit", build)
+
+
 def test_sgd_bad_parameters():
     with pytest.raises(TypeError, match="momentum"):
         SgdUpdate(2, momentum=1)

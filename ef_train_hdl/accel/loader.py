@@ -31,7 +31,7 @@ from ..axi.dma_read import read_beat_layout
 from ..core.buffers import bank_load_layout
 from ..core.pe_array import weight_load_layout, weight_load_lanes
 from ..core.postops import MaxPoolBackward, ReluBackward, word_lanes
-from ..isa import LoadMode, Op, Target
+from ..isa import LoadMode, Op, Target, pool_max_width
 from .common import TokenWait, dispatch_layout, give, instr_view, token_members
 from .gearbox import Widen
 from .readmux import piece_words
@@ -41,10 +41,6 @@ __all__ = ["Loader", "LOADER_FIFOS", "pool_max_width"]
 #: Read-router FIFO depth (beats) of the loader's streams A, B, C.
 LOADER_FIFOS = {"a": 256, "b": 128, "c": 128}
 
-
-def pool_max_width(cfg):
-    """Widest map the pool units take: a row of a bank half, at most ``max_size``."""
-    return max(2, min(cfg.max_size, max(cfg.ifm_depth, cfg.ofm_depth)))
 
 
 class Loader(wiring.Component):

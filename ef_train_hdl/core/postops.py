@@ -498,6 +498,9 @@ class SgdUpdate(wiring.Component):
         Momentum buffer (only with ``momentum``).
     lr, mu : ``In(32)``
         Learning rate and momentum factor, binary32 (``mu`` only with ``momentum``).
+    plain : ``In(1)``
+        Only with ``momentum``: run plain SGD (``v`` is not read; ``o.payload.v`` is
+        meaningless), bit for bit what a plain unit computes, at the momentum latency.
     o : ``Out(stream.Signature(StructLayout({"w": ..., "v": ...})))``
         Updated weights ``w`` (and, with momentum, the updated momentum buffer ``v``).
     """
@@ -524,6 +527,7 @@ class SgdUpdate(wiring.Component):
             out_fields["v"] = word_lanes(lanes)
             ports["v"] = In(stream.Signature(word_lanes(lanes)))
             ports["mu"] = In(32)
+            ports["plain"] = In(1)
         ports["o"] = Out(stream.Signature(data.StructLayout(out_fields)))
         super().__init__(ports)
 
@@ -533,6 +537,9 @@ class SgdUpdate(wiring.Component):
         m = Module()
         lanes = self.lanes
         inputs = [self.w, self.dw] + ([self.v] if self.momentum else [])
+        # With ``plain`` a momentum unit runs plain SGD: ``v`` is not joined (not read) and
+        # the second stage multiplies lr by dw instead of by v'.
+        plain = self.plain if self.momentum else None
 
         def mul_add(name, mul_a, mul_b, add_a_of, negate, issue):
             """Per lane ``fadd(addend, -fmul(mul_a, mul_b))`` (``negate``) or
@@ -562,12 +569,17 @@ class SgdUpdate(wiring.Component):
         # Credits: beats in the FP pipelines plus beats in the FIFO.
         outstanding = Signal(range(self.fifo_depth + 1))
         credit = outstanding < self.fifo_depth
+        valids = [port.valid | (plain if port is getattr(self, "v", None) else 0)
+                  for port in inputs]
         all_valid = Signal()
-        m.d.comb += all_valid.eq(Cat(*(port.valid for port in inputs)).all())
+        m.d.comb += all_valid.eq(Cat(*valids).all())
         issue = credit & all_valid
-        for port in inputs:
-            others = [other.valid for other in inputs if other is not port]
-            m.d.comb += port.ready.eq(credit & Cat(*others).all())
+        for port, _ in zip(inputs, valids):
+            others = [v for other, v in zip(inputs, valids) if other is not port]
+            ready = credit & Cat(*others).all()
+            if port is getattr(self, "v", None):
+                ready = ready & ~plain
+            m.d.comb += port.ready.eq(ready)
 
         w_in = self.w.payload
         if self.momentum:
@@ -576,8 +588,11 @@ class SgdUpdate(wiring.Component):
                 lambda delay: _DelayLine(m, self.dw.payload, delay, "dw").out,
                 negate=False, issue=issue)
             w_at_v = _DelayLine(m, w_in, latency_v, "w_v").out
+            dw_at_v = _DelayLine(m, self.dw.payload, latency_v, "dw_v").out
+            step = Signal(word_lanes(lanes))
+            m.d.comb += step.eq(Mux(plain, dw_at_v.as_value(), v_new.as_value()))
             w_new, w_valid, latency_w = mul_add(
-                "w", self.lr, v_new,
+                "w", self.lr, step,
                 lambda delay: _DelayLine(m, w_at_v, delay, "w").out,
                 negate=True, issue=v_valid)
             v_out = _DelayLine(m, v_new, latency_w, "v_out").out
