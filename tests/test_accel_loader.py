@@ -144,7 +144,7 @@ def test_loads_match_machine(tmp_path, preset_name, seed, stall):
 
         return rig, [driver, banks, wait_done], [ram.run, monitor]
 
-    run_bounded(factory, max_cycles=400_000, tmp_path=tmp_path, name=f"loader{seed}")
+    run_bounded(factory, max_cycles=60_000, tmp_path=tmp_path, name=f"loader{seed}")
     for k, instr in enumerate(loads):
         assert got[k] == want[k], (
             f"LOAD {k} {instr!r}: {len(set(got[k].items()) ^ set(want[k].items()))} "
