@@ -36,7 +36,7 @@ ACCESS = ("const", "ro", "rw", "w1p", "w1c")
 #: ``ID`` register: "EFTR" in ASCII.
 CSR_ID = 0x45465452
 #: ``VERSION`` register: major << 16 | minor. Bump the major when the map changes incompatibly.
-CSR_VERSION = (1 << 16) | 0
+CSR_VERSION = (2 << 16) | 0
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,11 @@ COUNTERS = (
     ("STALL_WR_DATA", "cycles wvalid waited for wready"),
     ("STALL_WR_RESP", "cycles only write responses were awaited"),
     ("STALL_WR_IN", "cycles the write channel waited for the store path"),
-    ("DESCRIPTORS", "descriptors executed"),
+    ("INSTRUCTIONS", "tile instructions dispatched to the units"),
+    ("FETCH_BEATS", "DMA read beats of instruction fetch (included in DMA_RD_BEATS)"),
+    ("ENGINE_WAIT_LOAD", "cycles the tile engine had no job: its next one waited for a load"),
+    ("ENGINE_WAIT_STORE", "cycles the tile engine had no job: its next one waited for a drain"),
+    ("ENGINE_WAIT_FETCH", "cycles the tile engine had no job: no COMPUTE was dispatched yet"),
 )
 
 #: The register map: the one definition for gateware, host driver and docs.
@@ -145,22 +149,30 @@ CSR_MAP = (
         Field("soft_reset", 1, 1, "w1p", "reset the datapath, DMA and command processor "
                                          "(not the CSRs)"),
         Field("irq_enable", 2, 1, "rw", "raise irq while IRQ_STATUS is not zero"),
+        Field("clear_counters", 3, 1, "w1p", "zero the performance counters"),
     ), "control"),
     Reg("STATUS", 0x00C, (
-        Field("busy", 0, 1, "ro", "a program is running"),
-        Field("done", 1, 1, "ro", "the last program ran to its END descriptor"),
+        Field("busy", 0, 1, "ro", "a program is running (or stopping after a fault)"),
+        Field("done", 1, 1, "ro", "the last program stopped at END or HOST_SYNC"),
         Field("error", 2, 1, "ro", "the last program stopped on an error"),
+        Field("sync", 3, 1, "ro", "the last program stopped at a HOST_SYNC (resume at "
+                                  "STOP_ADDR + 64)"),
         Field("error_code", 8, 8, "ro", "descriptor.ErrorCode of the error"),
     ), "status"),
     Reg("IRQ_STATUS", 0x010, (
-        Field("done", 0, 1, "w1c", "a program finished"),
+        Field("done", 0, 1, "w1c", "a program stopped at END or HOST_SYNC"),
         Field("error", 1, 1, "w1c", "a program stopped on an error"),
     ), "interrupt causes (write 1 to clear)"),
-    *_wide("PROGRAM_ADDR", 0x018, "byte address of the first descriptor", access="rw"),
-    *_wide("ERROR_ADDR", 0x020, "byte address of the failing descriptor or DMA beat"),
+    *_wide("PROGRAM_ADDR", 0x018, "byte address of the first instruction (64-byte aligned)",
+           access="rw"),
+    *_wide("ERROR_ADDR", 0x020, "byte address of the failing instruction, or of the DMA beat "
+                                "an AXI error answered"),
     Reg("ERROR_DESC", 0x028, (
-        Field("value", 0, 32, "ro", "index of the descriptor that failed"),
-    ), "index of the descriptor that failed"),
+        Field("value", 0, 32, "ro", "index (from PROGRAM_ADDR) of the failing instruction; "
+                                    "0xFFFFFFFF for an AXI error"),
+    ), "index of the instruction that failed"),
+    *_wide("STOP_ADDR", 0x030, "byte address of the END / HOST_SYNC the last program stopped "
+                               "at"),
     *(_const(name, 0x040 + 4 * i, doc, (lambda attr: lambda config: getattr(config, attr))(a))
       for i, (name, a, doc) in enumerate(_CONFIG_REGS)),
     _const("FEATURES", 0x040 + 4 * len(_CONFIG_REGS),

@@ -34,6 +34,8 @@ class Dma(wiring.Component):
     m_axi : Out(AXI4Signature(config.dma_data_width, config.addr_width))
     rd_cmd, rd_data, wr_cmd, wr_data : the engines' ``cmd`` / ``data`` streams
     rd_clear, wr_clear : In(1)
+    abort : In(1)
+        Both engines' ``abort`` (see them): drain the AXI transactions in flight safely.
     rd_<status>, wr_<status> : the engines' status and counter outputs (same names as the
         engines' members, e.g. ``rd_error_addr``, ``wr_stall_resp``).
     """
@@ -50,6 +52,7 @@ class Dma(wiring.Component):
             "wr_cmd": In(stream.Signature(command_layout(config))),
             "rd_clear": In(1),
             "wr_clear": In(1),
+            "abort": In(1),
         }
         members["wr_data"] = In(stream.Signature(config.dma_data_width))
         for name in _READ_STATUS:
@@ -73,7 +76,8 @@ class Dma(wiring.Component):
                     m.d.comb += ours.eq(theirs)
                 else:
                     m.d.comb += theirs.eq(ours)
-        m.d.comb += [reader.clear.eq(self.rd_clear), writer.clear.eq(self.wr_clear)]
+        m.d.comb += [reader.clear.eq(self.rd_clear), writer.clear.eq(self.wr_clear),
+                     reader.abort.eq(self.abort), writer.abort.eq(self.abort)]
         for name in _READ_STATUS:
             m.d.comb += getattr(self, f"rd_{name}").eq(getattr(reader, name))
         for name in _WRITE_STATUS:

@@ -80,6 +80,10 @@ class DmaRead(wiring.Component):
         refused command).
     clear : In(1)
         Clears the error (only while not busy).
+    abort : In(1)
+        Stop: no new burst is issued, the current command is dropped, the data of the
+        bursts in flight is taken from the bus and dropped; ``busy`` falls when the last of
+        them is back, so the engine can then be reset without breaking the AXI protocol.
     beats : Out(counter_width)
         Beats delivered on ``data``.
     stall_addr : Out(counter_width)
@@ -112,6 +116,7 @@ class DmaRead(wiring.Component):
             "error_code": Out(3),
             "error_addr": Out(config.addr_width),
             "clear": In(1),
+            "abort": In(1),
             "beats": Out(counter_width),
             "stall_addr": Out(counter_width),
             "stall_data": Out(counter_width),
@@ -148,7 +153,7 @@ class DmaRead(wiring.Component):
         ]
         ar_free = ~axi.arvalid | axi.arready
         load = Signal()
-        m.d.comb += load.eq(active & ~self.error & bursts.w_rdy & ar_free)
+        m.d.comb += load.eq(active & ~self.error & ~self.abort & bursts.w_rdy & ar_free)
         is_last = Signal()
         m.d.comb += is_last.eq(beats_left == burst)
         entry_in = data.View(entry, bursts.w_data)
@@ -170,8 +175,8 @@ class DmaRead(wiring.Component):
                 m.d.sync += active.eq(0)
         with m.Elif(axi.arready):
             m.d.sync += axi.arvalid.eq(0)
-        with m.If(self.error & ~axi.arvalid):
-            # After an error the rest of the current command is dropped.
+        with m.If((self.error | self.abort) & ~axi.arvalid):
+            # After an error (or on abort) the rest of the current command is dropped.
             m.d.sync += active.eq(0)
 
         cmd = self.cmd.payload
@@ -203,7 +208,7 @@ class DmaRead(wiring.Component):
         # Only a bus error drains the data in flight; a refused command lets the earlier
         # (good) commands finish.
         draining = Signal()
-        drop = draining | bad
+        drop = draining | bad | self.abort
         last = Signal()
         m.d.comb += [
             last.eq(head.last_burst & axi.rlast),

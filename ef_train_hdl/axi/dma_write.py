@@ -29,6 +29,10 @@ class DmaWrite(wiring.Component):
     issued, response not back); ``done`` pulses when the last response of a command is back,
     ``busy`` is low when every response is back.
 
+    ``abort``: no new burst is issued and the current command is dropped; the bursts already
+    issued are completed with beats whose ``wstrb`` is 0 (nothing written), and ``busy``
+    falls when their responses are back, so the engine can then be reset safely.
+
     Errors: a refused command (zero length, misaligned) is consumed, not executed; a
     SLVERR/DECERR write response reports the failing burst's byte address. After an error no
     new burst is issued, the bursts already issued still get their data (AXI requires it),
@@ -93,6 +97,7 @@ class DmaWrite(wiring.Component):
             "error_code": Out(3),
             "error_addr": Out(config.addr_width),
             "clear": In(1),
+            "abort": In(1),
             "beats": Out(counter_width),
             "stall_addr": Out(counter_width),
             "stall_data": Out(counter_width),
@@ -131,8 +136,8 @@ class DmaWrite(wiring.Component):
             axi.awcache.eq(0b0011),
         ]
         load = Signal()
-        m.d.comb += load.eq(active & ~self.error & w_bursts.w_rdy & b_bursts.w_rdy &
-                            (~axi.awvalid | axi.awready))
+        m.d.comb += load.eq(active & ~self.error & ~self.abort & w_bursts.w_rdy &
+                            b_bursts.w_rdy & (~axi.awvalid | axi.awready))
         is_last = Signal()
         m.d.comb += is_last.eq(beats_left == burst)
         w_in = data.View(w_entry, w_bursts.w_data)
@@ -155,7 +160,7 @@ class DmaWrite(wiring.Component):
                 m.d.sync += active.eq(0)
         with m.Elif(axi.awready):
             m.d.sync += axi.awvalid.eq(0)
-        with m.If(self.error & ~axi.awvalid):
+        with m.If((self.error | self.abort) & ~axi.awvalid):
             m.d.sync += active.eq(0)
 
         cmd = self.cmd.payload
@@ -194,15 +199,17 @@ class DmaWrite(wiring.Component):
         sink = Signal()  # after an error with nothing left to send: drop the producer's data
         m.d.comb += sink.eq(self.error & ~active & ~w_bursts.r_rdy)
         take = Signal()
+        # On abort, the bursts already issued get beats with no byte enabled (AXI needs
+        # their W data; nothing is written), whatever the producer does.
         m.d.comb += [
-            take.eq(w_free & w_bursts.r_rdy & self.data.valid),
-            self.data.ready.eq((w_free & w_bursts.r_rdy) | sink),
+            take.eq(w_free & w_bursts.r_rdy & (self.data.valid | self.abort)),
+            self.data.ready.eq(((w_free & w_bursts.r_rdy) | sink) & ~self.abort),
             axi.bready.eq(1),
         ]
         with m.If(take):
             m.d.sync += [
-                axi.wdata.eq(self.data.payload), axi.wstrb.eq(strb), axi.wlast.eq(is_wlast),
-                axi.wvalid.eq(1),
+                axi.wdata.eq(self.data.payload), axi.wstrb.eq(Mux(self.abort, 0, strb)),
+                axi.wlast.eq(is_wlast), axi.wvalid.eq(1),
                 beat_index.eq(Mux(is_wlast, 0, beat_index + 1)),
             ]
             m.d.comb += w_bursts.r_en.eq(is_wlast)

@@ -48,6 +48,8 @@ class TileEngine(wiring.Component):
     busy, drain_busy : ``Out(1)``
     cycles_active, cycles_busy : ``Out(32)``
         Free-running counters (see the module docstring).
+    issuing : ``Out(1)``
+        This cycle every PE does a MAC (what ``cycles_busy`` counts).
     """
 
     def __init__(self, cfg):
@@ -66,6 +68,7 @@ class TileEngine(wiring.Component):
             "drain_busy": Out(1),
             "cycles_active": Out(32),
             "cycles_busy": Out(32),
+            "issuing": Out(1),
         })
 
     def elaborate(self, platform):
@@ -97,6 +100,7 @@ class TileEngine(wiring.Component):
             array.w_drain_addr.eq(drain.w_addr),
             self.done.eq(gen.done), self.error.eq(gen.error), self.busy.eq(gen.busy),
             self.drain_error.eq(drain.error), self.drain_busy.eq(drain.busy),
+            self.issuing.eq(gen.issuing),
         ]
         for j in range(tn):
             m.d.comb += [bufs.ifm_raddr[j].eq(array.ifm_raddr[j]),

@@ -11,6 +11,7 @@ from .api import (AcceleratorError, Backend, BACKENDS, RunStatus, Trainer, make_
                   register_backend, softmax_xent)
 from . import model_backend  # noqa: F401  (registers the "model" backend)
 from . import tiles_backend  # noqa: F401  (registers the "tiles" backend)
+from . import sim_backend  # noqa: F401  (registers the "sim" backend)
 from .model_backend import ModelBackend
 from .tiles_backend import TilesBackend
 

@@ -1,0 +1,213 @@
+"""The ``sim`` backend: the whole accelerator in the Amaranth simulator.
+
+:class:`ef_train_hdl.accel.Accelerator` runs cycle by cycle in ``amaranth.sim``; its DRAM is a
+numpy array served by :class:`ef_train_hdl.axi.dram_model.AxiRamModel` (a stated read
+latency per burst and bandwidth, optional random stalls on every AXI channel), and the host
+is an AXI4-Lite manager (:mod:`ef_train_hdl.axi.lite_master`) that writes PROGRAM_ADDR,
+starts, waits for the interrupt and reads STATUS — what a driver on the board does. The
+simulation persists between calls: :meth:`run` advances it until the accelerator stops.
+
+The DRAM array is written and read directly between runs (the accelerator is idle then), as
+a host writes its DMA buffer. Counters are the accelerator's own registers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import numpy as np
+
+from ..axi.csr import COUNTERS, reg
+from ..descriptor import ErrorCode, Opcode
+from ..isa import INSTR_BYTES, INSTR_WORDS
+from .api import Backend, RunStatus, register_backend
+from .model_backend import ModelBackend
+
+__all__ = ["SimBackend", "DramTiming"]
+
+PERIOD = 1e-8
+
+
+class DramTiming:
+    """The simulated DRAM: ``read_latency`` cycles from a read burst's address to its first
+    beat (an int, or a (lo, hi) range drawn per burst), ``write_latency`` likewise for the
+    response, ``gap`` the probability of an idle cycle before each read beat (bandwidth
+    ``1 - gap`` beats a cycle), ``stall`` the probability that a ready is low on the address
+    and write-data channels."""
+
+    def __init__(self, read_latency=30, write_latency=20, gap=0.0, stall=0.0, seed=0):
+        self.read_latency, self.write_latency = read_latency, write_latency
+        self.gap, self.stall, self.seed = gap, stall, seed
+
+    def describe(self, cfg):
+        bw = (1 - self.gap) * cfg.bytes_per_beat
+        return (f"read latency {self.read_latency} cycles, write response {self.write_latency}, "
+                f"{bw:g} bytes/cycle, stalls {self.stall:g}")
+
+
+class SimBackend(Backend):
+    """See the module docstring.
+
+    Parameters
+    ----------
+    cfg : AcceleratorConfig
+    dram_words : int
+    dram : DramTiming, optional
+    vcd : str, optional
+        Write a waveform of everything simulated to this file (large).
+    max_cycles : int
+        A run that takes longer fails with an error (a hang is a failure, not a hang).
+    """
+
+    name = "sim"
+    program_kind = "tile"
+
+    def __init__(self, cfg, dram_words, *, dram=None, vcd=None, max_cycles=50_000_000):
+        super().__init__(cfg, dram_words)
+        from amaranth.sim import Simulator
+        from ..accel import Accelerator
+        from ..axi.dram_model import AxiRamModel
+        self.mem = np.zeros(int(dram_words), np.uint32)
+        self.dram = dram or DramTiming()
+        self.max_cycles = max_cycles
+        self.dut = Accelerator(cfg)
+        d = self.dram
+        self.ram = AxiRamModel(self.dut.m_axi, self.mem, max_burst_beats=cfg.max_burst_beats,
+                               read_latency=d.read_latency, write_latency=d.write_latency,
+                               ar_stall=d.stall, aw_stall=d.stall, w_stall=d.stall,
+                               r_gap=d.gap, b_gap=d.stall, rng=d.seed)
+        self._mailbox = deque()
+        self._done = {}
+        self._seq = 0
+        self.cycles = 0
+        self._time = 0.0
+        self.sim = Simulator(self.dut)
+        self.sim.add_clock(PERIOD)
+        self.sim.add_testbench(self.ram.run, background=True)
+        self.sim.add_testbench(self._host, background=True)
+        self._vcd = None
+        if vcd:
+            self._vcd = self.sim.write_vcd(str(vcd))
+            self._vcd.__enter__()
+        self._counters_base = None
+
+    # -- the host, inside the simulation ------------------------------------------------------
+
+    async def _host(self, ctx):
+        rng = random.Random(1)
+        while True:
+            if not self._mailbox:
+                await ctx.tick()
+                self.cycles += 1
+                continue
+            seq, job = self._mailbox.popleft()
+            self._done[seq] = await job(ctx, rng)
+
+    def _call(self, job, limit=None):
+        """Run the async ``job(ctx, rng)`` in the simulation; returns its result."""
+        seq = self._seq
+        self._seq += 1
+        self._mailbox.append((seq, job))
+        limit = limit or self.max_cycles
+        start = self.cycles
+        step = 2048
+        while seq not in self._done:
+            self._time += step * PERIOD
+            self.sim.run_until(self._time)
+            if self.cycles - start > limit:
+                raise TimeoutError(f"the simulated accelerator did not stop within {limit} "
+                                   f"cycles")
+        return self._done.pop(seq)
+
+    async def _write_reg(self, ctx, rng, name, value):
+        from ..axi.lite_master import axil_write
+        r = reg(name)
+        await axil_write(ctx, self.dut.s_axil, r.offset, value, rng=rng, max_delay=0)
+
+    async def _read_reg(self, ctx, rng, name):
+        from ..axi.lite_master import axil_read
+        data, _ = await axil_read(ctx, self.dut.s_axil, reg(name).offset, rng=rng,
+                                  max_delay=0)
+        return int(data)
+
+    async def _read_wide(self, ctx, rng, name):
+        lo = await self._read_reg(ctx, rng, f"{name}_LO")
+        hi = await self._read_reg(ctx, rng, f"{name}_HI")
+        return lo | hi << 32
+
+    # -- Backend ------------------------------------------------------------------------------
+
+    write = ModelBackend.write
+    read = ModelBackend.read
+
+    def run(self, addr):
+        byte_addr = int(addr) * 4
+
+        async def job(ctx, rng):
+            await self._write_reg(ctx, rng, "IRQ_STATUS", 0x3)
+            await self._write_reg(ctx, rng, "CTRL", 1 << 2)              # irq_enable
+            await self._write_reg(ctx, rng, "PROGRAM_ADDR_LO", byte_addr & 0xFFFF_FFFF)
+            await self._write_reg(ctx, rng, "PROGRAM_ADDR_HI", byte_addr >> 32)
+            await self._write_reg(ctx, rng, "CTRL", (1 << 2) | 1)        # start
+            waited = 0
+            while not ctx.get(self.dut.irq):
+                await ctx.tick()
+                self.cycles += 1
+                waited += 1
+                if waited > self.max_cycles:
+                    return None
+            status = await self._read_reg(ctx, rng, "STATUS")
+            stop = await self._read_wide(ctx, rng, "STOP_ADDR")
+            err_addr = await self._read_wide(ctx, rng, "ERROR_ADDR")
+            err_index = await self._read_reg(ctx, rng, "ERROR_DESC")
+            await self._write_reg(ctx, rng, "IRQ_STATUS", 0x3)
+            return status, stop, err_addr, err_index
+
+        result = self._call(job)
+        if result is None:
+            raise TimeoutError(f"no interrupt within {self.max_cycles} cycles")
+        status, stop, err_addr, err_index = result
+        code = ErrorCode((status >> 8) & 0xFF)
+        if status & 0b100:
+            where = (f"instruction {err_index} at 0x{err_addr:X}" if err_index != 0xFFFF_FFFF
+                     else f"the AXI beat at 0x{err_addr:X}")
+            return RunStatus(Opcode.END, err_addr // 4, err_addr // 4, code,
+                             f"{code.name} at {where}")
+        sync = bool(status & 0b1000)
+        return RunStatus(Opcode.HOST_SYNC if sync else Opcode.END, stop // 4,
+                         stop // 4 + (INSTR_WORDS if sync else 0))
+
+    def read_counters(self):
+        """Every counter register, by its lower-case name."""
+        async def job(ctx, rng):
+            return {name.lower(): await self._read_wide(ctx, rng, name)
+                    for name, _ in COUNTERS}
+        return self._call(job)
+
+    def counters(self):
+        c = self.read_counters()
+        c["macs"] = c["pe_busy"] * self.cfg.pes
+        c["per_layer"] = {}
+        c["source"] = "accelerator counters (Amaranth simulator)"
+        return c
+
+    def reset_counters(self):
+        async def job(ctx, rng):
+            await self._write_reg(ctx, rng, "CTRL", (1 << 2) | (1 << 3))
+        self._call(job)
+
+    def soft_reset(self):
+        async def job(ctx, rng):
+            await self._write_reg(ctx, rng, "CTRL", (1 << 2) | (1 << 1))
+            for _ in range(4):
+                await ctx.tick()
+        self._call(job)
+
+    def close(self):
+        if self._vcd is not None:
+            self._vcd.__exit__(None, None, None)
+            self._vcd = None
+
+
+register_backend("sim", SimBackend)
