@@ -73,7 +73,9 @@ class ComputeUnit(wiring.Component):
 
         can = self.instr.valid & tokens.ready() & ~pending
         m.d.comb += [self.instr.ready.eq(can),
-                     self.waiting.eq(self.instr.valid & ~pending & ~tokens.ready())]
+                     # Waiting: blocked on tokens with nothing else under way (watchdog).
+                     self.waiting.eq(self.instr.valid & ~pending & ~inflight &
+                                     ~tokens.ready())]
         tokens.take(m, can)
         job = self.job.payload
         with m.If(can):

@@ -87,6 +87,7 @@ class Loader(wiring.Component):
         piece = min(piece_words(cfg, d) for d in LOADER_FIFOS.values())
 
         # ==== stage 1: tokens and read requests ================================================
+        stage2 = Signal()                   # stage 2 holds an instruction
         handoff = fifo.SyncFIFOBuffered(width=32 * isa.INSTR_WORDS, depth=2)
         m.submodules.handoff = handoff
         view = instr_view(self.instr.payload.bits, Op.LOAD)
@@ -106,7 +107,9 @@ class Loader(wiring.Component):
         with m.FSM(name="issue"):
             with m.State("IDLE"):
                 can = self.instr.valid & handoff.w_rdy & tokens.ready()
-                m.d.comb += [self.waiting.eq(self.instr.valid & ~tokens.ready()),
+                # Waiting: blocked on tokens with nothing else under way (the watchdog).
+                m.d.comb += [self.waiting.eq(self.instr.valid & ~tokens.ready() &
+                                             ~handoff.r_rdy & ~stage2),
                              self.instr.ready.eq(can),
                              handoff.w_en.eq(can), handoff.w_data.eq(self.instr.payload.bits)]
                 tokens.take(m, can)
@@ -160,7 +163,6 @@ class Loader(wiring.Component):
         addr, run_addr, blk_addr = Signal(20), Signal(20), Signal(20)
         pix, tap, beat, blk = Signal(32), Signal(8), Signal(16), Signal(32)
         writing = Signal()
-        stage2 = Signal()
         pixel_target = (w.target == Target.IFM) | (w.target == Target.OFM)
         w_relu = (w.mode == LoadMode.RELU_BP) | (w.mode == LoadMode.RELU_POOL_BP)
         w_pool = (w.mode == LoadMode.POOL_BP) | (w.mode == LoadMode.RELU_POOL_BP)

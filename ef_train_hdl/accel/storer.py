@@ -343,7 +343,9 @@ class Storer(wiring.Component):
         with m.FSM(name="store") as store_fsm:
             with m.State("IDLE"):
                 can = self.instr.valid & tokens.ready() & acks.w_rdy
-                m.d.comb += [self.waiting.eq(self.instr.valid & ~tokens.ready()),
+                # Waiting: blocked on tokens with no writes outstanding (the watchdog).
+                m.d.comb += [self.waiting.eq(self.instr.valid & ~tokens.ready() &
+                                             ~acks.r_rdy),
                              self.instr.ready.eq(can)]
                 tokens.take(m, can)
                 with m.If(can):

@@ -34,11 +34,14 @@ class DramTiming:
     beat (an int, or a (lo, hi) range drawn per burst), ``write_latency`` likewise for the
     response, ``gap`` the probability of an idle cycle before each read beat (bandwidth
     ``1 - gap`` beats a cycle), ``stall`` the probability that a ready is low on the address
-    and write-data channels."""
+    and write-data channels, ``errors`` byte ranges answered SLVERR / DECERR."""
 
-    def __init__(self, read_latency=30, write_latency=20, gap=0.0, stall=0.0, seed=0):
+    def __init__(self, read_latency=30, write_latency=20, gap=0.0, stall=0.0, seed=0,
+                 errors=()):
         self.read_latency, self.write_latency = read_latency, write_latency
         self.gap, self.stall, self.seed = gap, stall, seed
+        #: ``(lo, hi, Resp)`` byte ranges answered with an error response (fault tests).
+        self.errors = tuple(errors)
 
     def describe(self, cfg):
         bw = (1 - self.gap) * cfg.bytes_per_beat
@@ -76,7 +79,7 @@ class SimBackend(Backend):
         self.ram = AxiRamModel(self.dut.m_axi, self.mem, max_burst_beats=cfg.max_burst_beats,
                                read_latency=d.read_latency, write_latency=d.write_latency,
                                ar_stall=d.stall, aw_stall=d.stall, w_stall=d.stall,
-                               r_gap=d.gap, b_gap=d.stall, rng=d.seed)
+                               r_gap=d.gap, b_gap=d.stall, errors=d.errors, rng=d.seed)
         self._mailbox = deque()
         self._done = {}
         self._seq = 0
