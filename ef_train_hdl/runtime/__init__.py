@@ -12,6 +12,7 @@ from .api import (AcceleratorError, Backend, BACKENDS, RunStatus, Trainer, make_
 from . import model_backend  # noqa: F401  (registers the "model" backend)
 from . import tiles_backend  # noqa: F401  (registers the "tiles" backend)
 from . import sim_backend  # noqa: F401  (registers the "sim" backend)
+from . import verilator_backend  # noqa: F401  (registers the "verilator" backend)
 from .model_backend import ModelBackend
 from .tiles_backend import TilesBackend
 

@@ -18,10 +18,8 @@ from collections import deque
 
 import numpy as np
 
-from ..axi.csr import COUNTERS, reg
-from ..descriptor import ErrorCode, Opcode
-from ..isa import INSTR_BYTES, INSTR_WORDS
-from .api import Backend, RunStatus, register_backend
+from ..axi.csr import reg
+from .api import Backend, register_backend
 from .model_backend import ModelBackend
 
 __all__ = ["SimBackend", "DramTiming"]
@@ -93,7 +91,9 @@ class SimBackend(Backend):
         if vcd:
             self._vcd = self.sim.write_vcd(str(vcd))
             self._vcd.__enter__()
-        self._counters_base = None
+        from .driver import Driver
+        self.driver = Driver(self, cfg, max_cycles=max_cycles)
+        self.driver.identify()
 
     # -- the host, inside the simulation ------------------------------------------------------
 
@@ -124,9 +124,9 @@ class SimBackend(Backend):
         return self._done.pop(seq)
 
     async def _write_reg(self, ctx, rng, name, value):
+        """For testbench jobs run with :meth:`_call`: write register ``name``."""
         from ..axi.lite_master import axil_write
-        r = reg(name)
-        await axil_write(ctx, self.dut.s_axil, r.offset, value, rng=rng, max_delay=0)
+        await axil_write(ctx, self.dut.s_axil, reg(name).offset, value, rng=rng, max_delay=0)
 
     async def _read_reg(self, ctx, rng, name):
         from ..axi.lite_master import axil_read
@@ -134,10 +134,32 @@ class SimBackend(Backend):
                                   max_delay=0)
         return int(data)
 
-    async def _read_wide(self, ctx, rng, name):
-        lo = await self._read_reg(ctx, rng, f"{name}_LO")
-        hi = await self._read_reg(ctx, rng, f"{name}_HI")
-        return lo | hi << 32
+    # -- register access for the driver -------------------------------------------------------
+
+    def read_reg(self, offset):
+        from ..axi.lite_master import axil_read
+
+        async def job(ctx, rng):
+            data, resp = await axil_read(ctx, self.dut.s_axil, offset, rng=rng, max_delay=0)
+            return int(data)
+        return self._call(job)
+
+    def write_reg(self, offset, value):
+        from ..axi.lite_master import axil_write
+
+        async def job(ctx, rng):
+            await axil_write(ctx, self.dut.s_axil, offset, value, rng=rng, max_delay=0)
+        self._call(job)
+
+    def wait_irq(self, max_cycles):
+        async def job(ctx, rng):
+            for _ in range(max_cycles):
+                if ctx.get(self.dut.irq):
+                    return True
+                await ctx.tick()
+                self.cycles += 1
+            return False
+        return self._call(job, limit=max_cycles + 16)
 
     # -- Backend ------------------------------------------------------------------------------
 
@@ -145,48 +167,11 @@ class SimBackend(Backend):
     read = ModelBackend.read
 
     def run(self, addr):
-        byte_addr = int(addr) * 4
-
-        async def job(ctx, rng):
-            await self._write_reg(ctx, rng, "IRQ_STATUS", 0x3)
-            await self._write_reg(ctx, rng, "CTRL", 1 << 2)              # irq_enable
-            await self._write_reg(ctx, rng, "PROGRAM_ADDR_LO", byte_addr & 0xFFFF_FFFF)
-            await self._write_reg(ctx, rng, "PROGRAM_ADDR_HI", byte_addr >> 32)
-            await self._write_reg(ctx, rng, "CTRL", (1 << 2) | 1)        # start
-            waited = 0
-            while not ctx.get(self.dut.irq):
-                await ctx.tick()
-                self.cycles += 1
-                waited += 1
-                if waited > self.max_cycles:
-                    return None
-            status = await self._read_reg(ctx, rng, "STATUS")
-            stop = await self._read_wide(ctx, rng, "STOP_ADDR")
-            err_addr = await self._read_wide(ctx, rng, "ERROR_ADDR")
-            err_index = await self._read_reg(ctx, rng, "ERROR_DESC")
-            await self._write_reg(ctx, rng, "IRQ_STATUS", 0x3)
-            return status, stop, err_addr, err_index
-
-        result = self._call(job)
-        if result is None:
-            raise TimeoutError(f"no interrupt within {self.max_cycles} cycles")
-        status, stop, err_addr, err_index = result
-        code = ErrorCode((status >> 8) & 0xFF)
-        if status & 0b100:
-            where = (f"instruction {err_index} at 0x{err_addr:X}" if err_index != 0xFFFF_FFFF
-                     else f"the AXI beat at 0x{err_addr:X}")
-            return RunStatus(Opcode.END, err_addr // 4, err_addr // 4, code,
-                             f"{code.name} at {where}")
-        sync = bool(status & 0b1000)
-        return RunStatus(Opcode.HOST_SYNC if sync else Opcode.END, stop // 4,
-                         stop // 4 + (INSTR_WORDS if sync else 0))
+        return self.driver.run(addr)
 
     def read_counters(self):
         """Every counter register, by its lower-case name."""
-        async def job(ctx, rng):
-            return {name.lower(): await self._read_wide(ctx, rng, name)
-                    for name, _ in COUNTERS}
-        return self._call(job)
+        return self.driver.counters()
 
     def counters(self):
         c = self.read_counters()
@@ -196,16 +181,10 @@ class SimBackend(Backend):
         return c
 
     def reset_counters(self):
-        async def job(ctx, rng):
-            await self._write_reg(ctx, rng, "CTRL", (1 << 2) | (1 << 3))
-        self._call(job)
+        self.driver.reset_counters()
 
     def soft_reset(self):
-        async def job(ctx, rng):
-            await self._write_reg(ctx, rng, "CTRL", (1 << 2) | (1 << 1))
-            for _ in range(4):
-                await ctx.tick()
-        self._call(job)
+        self.driver.soft_reset()
 
     def close(self):
         if self._vcd is not None:
