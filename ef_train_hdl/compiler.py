@@ -122,6 +122,23 @@ class CompiledNetwork:
         return self.memory.top
 
     @property
+    def step_macs(self):
+        """Useful multiply-accumulates of one training step (the paper's count): FP and WU of
+        every layer, BP of all but the first; ``M*N*K*K*Ho*Wo*B`` (FC ``M*N*B``) each."""
+        total = 0
+        for L in self.layers:
+            n = int(np.prod(L.in_shape)) if L.kind == "fc" else L.in_shape[0]
+            if L.kind == "conv":
+                c, h, w = L.in_shape
+                ho = (h + 2 * L.pad - L.kernel) // L.stride + 1
+                wo = (w + 2 * L.pad - L.kernel) // L.stride + 1
+                one = L.out_channels * n * L.kernel ** 2 * ho * wo * self.batch
+            else:
+                one = L.out_channels * n * self.batch
+            total += one * (3 if L.index > 0 else 2)
+        return total
+
+    @property
     def input(self):
         return self.memory["act0"]
 

@@ -1,11 +1,13 @@
 """Train a CNN end to end on the accelerator: ``python -m ef_train_hdl.train``.
 
-The network is compiled to a descriptor program (:mod:`ef_train_hdl.compiler`) and trained
-through the host API (:mod:`ef_train_hdl.runtime`) on the chosen backend; the ``model``
-backend executes the program with the bit-exact numpy model on the same DRAM image the
-hardware would see. Each epoch prints the mean training loss and the test accuracy; each step
-shows the modelled accelerator cycles and PE utilisation (analytical model) on the progress
-bar. Wall-clock figures are those of this host, labelled as such.
+The network is compiled to a descriptor program and a tile program (:mod:`ef_train_hdl.compiler`)
+and trained through the host API (:mod:`ef_train_hdl.runtime`) on the chosen backend: the
+``model`` backend executes the descriptors with the bit-exact numpy model on the same DRAM image
+the hardware sees; ``verilator`` runs the accelerator's generated Verilog (``sim`` the same in
+the Amaranth simulator, far slower). Each epoch prints the mean training loss and the test
+accuracy; each step shows the accelerator cycles (modelled, or counted by the simulated
+hardware) and PE utilisation on the progress bar. Wall-clock figures are those of this host,
+labelled as such.
 
 Fine-tuning (online adaptation): ``--save w.npz`` after a run writes the weights; a later run
 with ``--init w.npz --shift rotate`` (or ``invert``) starts from them on a shifted domain and
@@ -35,8 +37,15 @@ def build_parser():
         prog="python -m ef_train_hdl.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="model",
-                   help="runtime backend that executes the descriptor program (default: "
-                        "model, the bit-exact numpy model on a DRAM image)")
+                   choices=["model", "tiles", "sim", "verilator"],
+                   help="runtime backend: model (the bit-exact numpy model running the layer "
+                        "descriptors; cycles from the analytical model), tiles (the tile "
+                        "machine: the accelerator's tile program in numpy), sim (the whole "
+                        "accelerator in the Amaranth simulator: slow), verilator (its Verilog "
+                        "under Verilator; the first run builds the model, minutes) "
+                        "(default: model)")
+    p.add_argument("--dram-latency", type=int, default=30, metavar="CYCLES",
+                   help="sim/verilator: DRAM read latency per burst in cycles (default: 30)")
     p.add_argument("--net", default="lenet", choices=sorted(NETWORKS),
                    help="network: lenet (LeNet-5, 32x32 input, ReLU + max-pool) or small "
                         "(two 3x3 convs on the raw 8x8 images; fast) (default: lenet)")
@@ -91,16 +100,24 @@ def main(argv=None):
     cfg = preset(args.preset)
     x_train, y_train, x_test, y_test = digits(size, args.shift,
                                               train_subset=args.train_subset)
+    options = {}
+    if args.backend == "verilator":
+        options = dict(read_latency=args.dram_latency,
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    elif args.backend == "sim":
+        from .runtime.sim_backend import DramTiming
+        options = dict(dram=DramTiming(read_latency=args.dram_latency))
     trainer = Trainer(net, args.batch, cfg, backend=args.backend, lr=args.lr,
-                      momentum=args.momentum)
+                      momentum=args.momentum, **options)
     if args.init:
         trainer.load_weights(args.init)
     else:
         trainer.init(args.seed)
     c = trainer.compiled
     print(f"network {args.net}: " + "; ".join(l.describe() for l in c.layers))
+    tiles = f", {len(c.train_tiles)} tile instructions" if c.train_tiles else ""
     print(f"config {cfg.name}: Tm={cfg.tm} Tn={cfg.tn}; batch {args.batch}; program "
-          f"{len(c.train_program)} descriptors; DRAM image {c.dram_words * 4} bytes; "
+          f"{len(c.train_program)} descriptors{tiles}; DRAM image {c.dram_words * 4} bytes; "
           f"backend {args.backend}")
     if args.init:
         acc = evaluate(trainer, x_test, y_test)
@@ -139,7 +156,8 @@ def main(argv=None):
         if args.max_steps and step >= args.max_steps:
             break
     cnt = trainer.counters()
-    print(f"modelled accelerator per training step (analytical model, {cfg.name}): "
+    what = ("modelled accelerator" if args.backend == "model" else "simulated accelerator")
+    print(f"{what} per training step ({cnt.get('source', '')}, {cfg.name}): "
           f"{cnt['step_cycles']} cycles, PE utilisation {100 * cnt['step_utilisation']:.2f} %, "
           f"{cnt['step_macs']} MACs")
     for (layer, phase), cyc in cnt["per_layer"].items():

@@ -291,7 +291,14 @@ class Trainer:
         if not cnt:
             return {"step_cycles": 0, "step_macs": 0, "step_utilisation": 0.0,
                     "per_layer": {}}
-        cycles, macs = cnt["cycles"], cnt["macs"]
-        return {"step_cycles": cycles, "step_macs": macs,
-                "step_utilisation": macs / (self.cfg.pes * cycles) if cycles else 0.0,
-                "per_layer": cnt["per_layer"], "source": cnt.get("source", "")}
+        cycles = cnt["cycles"]
+        # Backends with per-layer figures (the model's analytical counters) count the useful
+        # MACs themselves; for the hardware's counters, the compiler's count of the step.
+        macs = cnt["macs"] if cnt.get("per_layer") else self.compiled.step_macs
+        out = {"step_cycles": cycles, "step_macs": macs,
+               "step_utilisation": macs / (self.cfg.pes * cycles) if cycles else 0.0,
+               "per_layer": cnt["per_layer"], "source": cnt.get("source", "")}
+        for key in ("pe_busy", "dma_rd_beats", "dma_wr_beats", "fetch_beats", "instructions"):
+            if key in cnt:
+                out[key] = cnt[key]
+        return out
