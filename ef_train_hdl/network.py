@@ -22,7 +22,7 @@ import numpy as np
 
 __all__ = [
     "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "Network", "HwLayer",
-    "UnsupportedLayer", "fuse", "lenet5", "small_cnn", "from_torch", "NETWORKS",
+    "UnsupportedLayer", "fuse", "lenet5", "small_cnn", "vgg_cifar", "from_torch", "NETWORKS",
 ]
 
 
@@ -236,7 +236,20 @@ def small_cnn(num_classes=10, in_channels=1, size=8):
     ])
 
 
-NETWORKS = {"lenet": lenet5, "small": small_cnn}
+def vgg_cifar(num_classes=10, in_channels=3, size=32, widths=(32, 64, 128)):
+    """A reduced VGG-style stack (workloads.vgg_cifar): blocks of two 3x3 convs (pad 1, ReLU),
+    the second pooled, then one FC to the classes."""
+    layers, n = [], in_channels
+    for m in widths:
+        layers += [Conv2d(n, m, 3, padding=1), ReLU(), Conv2d(m, m, 3, padding=1), ReLU(),
+                   MaxPool2d(2)]
+        n, size = m, size // 2
+    layers += [Flatten(), Linear(n * size * size, num_classes)]
+    full = size * 2 ** len(widths)
+    return Network((in_channels, full, full), layers)
+
+
+NETWORKS = {"lenet": lenet5, "small": small_cnn, "vgg": vgg_cifar}
 
 
 def from_torch(module, input_shape):

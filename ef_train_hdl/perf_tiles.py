@@ -1,0 +1,306 @@
+"""The analytical model of a tile program: cycles per instruction, overlapped as the tokens allow.
+
+:mod:`ef_train_hdl.perf` models a layer from its loop nest with the paper's ping-pong formula
+(it picks the tiling). This module times the **tile program the accelerator actually runs**
+(:mod:`ef_train_hdl.lower`): every instruction gets a duration from a formula — a COMPUTE the
+tile engine's exact job cycles (:func:`ef_train_hdl.model.tiles.job_cycles`), a LOAD its DRAM
+latency and beats, a STORE its drain (one beat per P cycles, held up while the engine owns
+what it reads), post-op latency and write beats — and the three units, the instruction fetch
+and the two DMA channels are then overlapped exactly as far as the program's tokens, the
+queues and the shared read channel let them (a schedule computed instruction by instruction,
+not a cycle simulation). The constants below are the gateware's pipeline latencies; `bench
+sim` prints the model's error against the Verilator simulation of every layer.
+
+DRAM model (:class:`TileDram`): what ``ef_train_hdl.vsim`` and the ``sim`` backend simulate —
+``read_latency`` cycles from a read burst's address to its first beat, then one beat a cycle;
+``write_latency`` from a write burst's last beat to its response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .isa import INSTR_WORDS, LoadMode, Op, Post, Source, Target
+from .model.tiles import job_cycles
+
+__all__ = ["TileDram", "ProgramPerf", "program_perf"]
+
+# -- gateware constants (cycles) -------------------------------------------------------------
+DECODE_PERIOD = 5        # decoder: one instruction every DECODE_LATENCY + 1 cycles
+DISPATCH_DELAY = 6       # instruction words in -> in its unit's queue
+TOKEN_DELAY = 2          # a give -> the consumer can start
+ENGINE_GAP = 1           # the engine's IDLE cycle between two jobs
+LOAD_SETUP = 3           # loader stage 1: take, SIZE, first request
+LOAD_TAIL = 4            # last beat -> bank written -> GIVE
+ROUTER_DELAY = 3         # request -> AR on the bus
+STORE_SETUP = 4          # storer: take, SIZE, SIZE2, START
+DRAIN_SETUP = 3          # drain job -> first read
+WRITE_CMD = 4            # NEXT, CMD, DmaWrite: command -> first W beat
+SGD_LATENCY = {Post.SGD: 20, Post.SGD_MOMENTUM: 20}      # one momentum-capable unit
+POOL_LATENCY = 2
+QUEUE_DEPTH = 4
+FETCH_INSTRS = 8
+
+
+@dataclass(frozen=True)
+class TileDram:
+    read_latency: int = 30
+    write_latency: int = 20
+    #: read beats per cycle (1 = the full bus)
+    read_rate: float = 1.0
+
+
+@dataclass
+class ProgramPerf:
+    """The modelled schedule of one program."""
+    cycles: int
+    engine_busy: int                 # cycles the tile engine runs jobs
+    ops: int                         # MAC steps (one per cycle of Tm x Tn MACs)
+    read_beats: int
+    write_beats: int
+    fetch_beats: int
+    per_unit: dict = field(default_factory=dict)
+
+
+class _Channel:
+    """An in-order DMA channel: a request of ``beats`` issued at ``t`` delivers its first beat
+    ``latency`` cycles later or when the previous request's beats are done, whichever is later,
+    then one beat a cycle (``rate``)."""
+
+    def __init__(self, latency, rate=1.0):
+        self.latency, self.rate = latency, rate
+        self.free = 0
+        self.beats = 0
+
+    def transfer(self, t, beats):
+        start = max(t + self.latency, self.free)
+        self.free = start + beats / self.rate
+        self.beats += beats
+        return start, self.free
+
+
+def _beats(words, f):
+    return -(-int(words) // f)
+
+
+def program_perf(program, cfg, dram=TileDram()):
+    """:class:`ProgramPerf` of ``program`` (a list of :class:`~ef_train_hdl.isa.Instr` with
+    tokens, ending with END) on ``cfg`` with ``dram``."""
+    f, t = cfg.floats_per_beat, cfg.tm
+    piece = 64 * f
+    rd = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate)
+    wr_free = 0.0
+    fetch_beats = 0
+
+    # Fetch and dispatch: instructions arrive in blocks of 4 over the read channel.
+    ibeats = INSTR_WORDS // f
+    free = {"load": 0.0, "compute": 0.0, "store": 0.0}       # unit available from
+    stage2_free = 0.0                                        # loader's writer
+    started = {"load": [], "compute": [], "store": []}       # start times, per unit
+    end = {}                                                 # instruction -> end (give) time
+    give_load = {}                                           # store -> writes acknowledged
+    signals = {}                                             # (from, to) -> [times]
+    consumed = {}                                            # (from, to) -> count taken
+    engine_busy = []                                         # (start, end) of jobs
+    engine_free = 0.0
+    ops = 0
+    read_beats = write_beats = 0
+    decode_t = 0.0
+    fetched = 0
+    fetch_ready = []                                         # arrival time per instruction
+    unit_of = {Op.LOAD: "load", Op.COMPUTE: "compute", Op.STORE: "store"}
+    t_end = 0.0
+
+    def fetch_until(k, now):
+        nonlocal fetched, fetch_beats
+        while fetched <= k:
+            # A block of 4 instructions; at most FETCH_INSTRS ahead of the decoder.
+            ahead = fetch_ready[fetched - FETCH_INSTRS] if fetched >= FETCH_INSTRS else 0
+            s, e = rd.transfer(max(now if fetched == 0 else 0, ahead), 4 * ibeats)
+            fetch_beats += 4 * ibeats
+            for j in range(4):
+                fetch_ready.append(s + (j + 1) * ibeats)
+            fetched += 4
+
+    def wait_tokens(instr, unit):
+        """Earliest time the tokens ``instr`` waits for are there."""
+        ready = 0.0
+        for src in ("load", "compute", "store"):
+            n = instr[f"wait_{src}"]
+            if not n:
+                continue
+            key = (src, unit)
+            k = consumed.get(key, 0) + n
+            times = signals.get(key, [])
+            if k > len(times):
+                raise ValueError(f"instruction waits for token {k} from {src}, which never "
+                                 f"comes")
+            consumed[key] = k
+            ready = max(ready, times[k - 1] + TOKEN_DELAY)
+        return ready
+
+    def signal(instr, unit, when, to_load=None):
+        for dst in ("load", "compute", "store"):
+            if dst != unit and instr[f"signal_{dst}"]:
+                at = to_load if (dst == "load" and to_load is not None) else when
+                signals.setdefault((unit, dst), []).append(at)
+
+    def engine_idle_time(t0, need):
+        """When a drain that needs ``need`` cycles of the weight banks (read only while the
+        engine is idle) and starts at ``t0`` is done, given the jobs scheduled so far."""
+        tcur, left = t0, need
+        for s, e in engine_busy:
+            if e <= tcur:
+                continue
+            if s > tcur:
+                gap = s - tcur
+                if gap >= left:
+                    return tcur + left
+                left -= gap
+            tcur = max(tcur, e)
+        return tcur + left
+
+    for k, instr in enumerate(program):
+        op = instr.op
+        fetch_until(k, 0)
+        decode_t = max(decode_t + DECODE_PERIOD, fetch_ready[k])
+        if op in (Op.END, Op.HOST_SYNC):
+            t_end = max([decode_t, t_end, wr_free] + list(end.values()) +
+                        list(give_load.values()))
+            continue
+        unit = unit_of[op]
+        # Queue of QUEUE_DEPTH: dispatch when the instruction QUEUE_DEPTH back has started.
+        q = started[unit]
+        dispatch = decode_t + DISPATCH_DELAY
+        if len(q) >= QUEUE_DEPTH:
+            dispatch = max(dispatch, q[-QUEUE_DEPTH])
+        decode_t = max(decode_t, dispatch - DISPATCH_DELAY)
+        tok = wait_tokens(instr, unit)
+        start = max(free[unit], dispatch, tok)
+
+        if op == Op.COMPUTE:
+            job = _job(instr)
+            cyc = job_cycles(job, cfg)
+            s = max(start + 1, engine_free)
+            e = s + cyc
+            engine_busy.append((s, e))
+            engine_free = e + ENGINE_GAP
+            free[unit] = s              # the next job waits at the engine's port
+            ops += _ops(job)
+            end[k] = e
+            signal(instr, unit, e)
+        elif op == Op.LOAD:
+            words = _load_words(instr, t)
+            streams = 1 + (instr.mode in (LoadMode.RELU_BP, LoadMode.RELU_POOL_BP)) + \
+                (instr.mode in (LoadMode.POOL_BP, LoadMode.RELU_POOL_BP))
+            s1 = start + LOAD_SETUP
+            data_end = s1
+            first = None
+            left = words
+            while left > 0:
+                w = min(piece, left)
+                for _ in range(streams):
+                    ds, de = rd.transfer(s1, _beats(w, f))
+                    first = ds if first is None else first
+                    data_end = max(data_end, de)
+                    s1 += 1
+                left -= w
+            read_beats += streams * _beats(words, f)
+            writes = _load_writes(instr, t, f)        # cycles the banks need
+            e = max(data_end, (first or s1) + writes, stage2_free + writes) + LOAD_TAIL
+            stage2_free = e
+            free[unit] = s1                  # stage 1 is free once it has issued
+            end[k] = e
+            signal(instr, unit, e)
+        else:  # STORE
+            s0 = start + STORE_SETUP
+            words = instr.runs * instr.run_words
+            p = 1 << instr.log2_p
+            if instr.source == Source.DRAM:
+                src_beats, rate = _beats(words, f), 1.0
+                ds, de = rd.transfer(s0, src_beats)
+                read_beats += src_beats
+                src_end = de
+                src_first = ds
+            else:
+                per = (t * t if instr.source == Source.WEIGHT else t) // f
+                src_beats = instr.drain_count * per
+                reads = src_beats * p
+                d0 = s0 + DRAIN_SETUP
+                if instr.source == Source.WEIGHT:
+                    src_end = engine_idle_time(d0, reads) + 6 + 7 * instr.log2_p
+                else:
+                    # The half it drains is free once the jobs on it are done (tokens).
+                    src_end = d0 + reads + 6 + 7 * instr.log2_p
+                src_first = d0 + 6 + 7 * instr.log2_p
+            out_beats = _beats(words, f)
+            lat = 0
+            w_first = src_first
+            if instr.post in (Post.SGD, Post.SGD_MOMENTUM):
+                streams = 2 if instr.post == Post.SGD_MOMENTUM else 1
+                left, r_end = words, s0
+                while left > 0:
+                    w = min(piece, left)
+                    for _ in range(streams):
+                        ds, de = rd.transfer(s0, _beats(w, f))
+                        r_end = max(r_end, de)
+                        w_first = max(w_first, ds) if left == words else w_first
+                    left -= w
+                read_beats += streams * out_beats
+                lat = SGD_LATENCY[instr.post]
+                src_end = max(src_end, r_end)
+                out_beats *= streams
+            elif instr.post in (Post.POOL, Post.RELU_POOL):
+                lat = POOL_LATENCY
+                out_beats *= 2                        # values, then the index run
+            runs = instr.runs if instr.post in (Post.NONE, Post.RELU) else 1
+            pieces = (max(1, -(-words // piece)) * (2 if instr.post == Post.SGD_MOMENTUM
+                                                    else 1)
+                      if instr.post in (Post.SGD, Post.SGD_MOMENTUM) else
+                      (2 if instr.post in (Post.POOL, Post.RELU_POOL) else runs))
+            w_start = max(w_first + lat, wr_free, s0 + WRITE_CMD)
+            w_end = max(w_start + out_beats + pieces * WRITE_CMD, src_end + lat + 2)
+            wr_free = w_end
+            write_beats += out_beats
+            e = w_end + 2
+            free[unit] = e
+            end[k] = e
+            ack = w_end + dram.write_latency + 3
+            give_load[k] = ack
+            signal(instr, unit, e, to_load=ack)
+        started[unit].append(start)
+        t_end = max(t_end, end[k])
+
+    busy = sum(e - s for s, e in engine_busy)
+    return ProgramPerf(cycles=int(round(t_end)), engine_busy=int(busy), ops=ops,
+                       read_beats=read_beats + fetch_beats, write_beats=write_beats,
+                       fetch_beats=fetch_beats)
+
+
+def _job(instr):
+    keys = ("phase", "kernel", "stride", "in_rows", "in_cols", "out_rows", "out_cols",
+            "row_off", "col_off", "term_base", "log2_p", "bias")
+    return {k: instr[k] for k in keys}
+
+
+def _ops(job):
+    from .model.tiles import job_ops
+    return job_ops(job)
+
+
+def _load_words(instr, t):
+    if instr.target == Target.WEIGHT:
+        return instr.count * instr.taps * t * t * instr.runs
+    if instr.target == Target.BIAS:
+        return t
+    return instr.count * t * instr.runs
+
+
+def _load_writes(instr, t, f):
+    """Cycles the loader's writer needs: one a beat for weights, one a pixel for planes (a
+    pooled map writes its full-resolution pixels)."""
+    if instr.target in (Target.WEIGHT, Target.BIAS):
+        return _beats(_load_words(instr, t), f)
+    if instr.mode in (LoadMode.POOL_BP, LoadMode.RELU_POOL_BP):
+        return instr.pool_width * instr.pool_height
+    return instr.count * instr.runs * max(1, t // f)
