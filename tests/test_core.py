@@ -243,6 +243,20 @@ def test_job_cycles(tmp_path, case):
     assert stats["active0"] == sum(tiles.job_cycles(job, cfg) for job in prog.jobs)
 
 
+def test_back_to_back_jobs_overlap_their_flush(tmp_path):
+    """A chain of same-phase jobs (one per input group, planes loaded while the previous job
+    runs) costs its set-ups and operations and one flush, as ``tiles.jobs_schedule`` says."""
+    cfg = TINY
+    rng = np.random.default_rng(21)
+    x, w = rand(rng, 1, 8, 6, 6), rand(rng, 2, 8, 5, 5)       # 4 input groups, 900 ops a job
+    prog = tiles.conv_fp_tile(x, w, rand(rng, 2), 1, 2, cfg)
+    stats = check_program(tmp_path, "chain", cfg, prog, stall=0.0)
+    sched = tiles.jobs_schedule(prog.jobs, cfg)
+    assert stats["active0"] == sched[-1][1] - sched[0][0] + 1
+    one_by_one = sum(tiles.job_cycles(job, cfg) for job in prog.jobs)
+    assert one_by_one - stats["active0"] == 3 * (cfg.pe_depth - 1)
+
+
 @pytest.mark.parametrize("field,value,error", [
     ("kernel", 0, TileError.KERNEL), ("kernel", 6, TileError.KERNEL),  # tiny: k_max = 5
     ("stride", 3, TileError.STRIDE), ("out_rows", 0, TileError.SHAPE),

@@ -5,14 +5,15 @@ Takes an instruction, waits for its tokens, and hands the job to the tile engine
 tokens, or, if the engine refused the job, reports the engine's TileError as an ErrorCode
 (:data:`ef_train_hdl.model.machine.ENGINE_ERRORS`). While one job runs the next instruction
 already waits for its tokens and sits at the engine's port, so the engine takes it the cycle
-it is free: no gap between jobs beyond the engine's own.
+it is free: no gap between jobs beyond the engine's own. Up to two jobs are in the engine (one
+running, one flushing, core/addrgen.py); their tokens are given at their own ``done``.
 
 It also says, every cycle the engine has no job, why: its next instruction waits for a token
 from the loader or from the storer, or there is no instruction (performance counters).
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..core.job import job_layout
@@ -66,15 +67,17 @@ class ComputeUnit(wiring.Component):
         view = instr_view(self.instr.payload.bits, Op.COMPUTE)
         tokens = TokenWait(self, "compute", view)
         pending = Signal()
-        inflight = Signal()
         p_flags = Signal(2)         # signal_load, signal_store of the pending job
-        f_flags = Signal(2)         # ... of the job in the engine
-        p_index, f_index = Signal(32), Signal(32)
+        p_index = Signal(32)
+        # Jobs in the engine (one running, one flushing), oldest first: their flags and
+        # indices, popped at each ``done`` (the engine reports in order).
+        inflight = fifo.SyncFIFO(width=34, depth=2)
+        m.submodules.inflight = inflight
 
         can = self.instr.valid & tokens.ready() & ~pending
         m.d.comb += [self.instr.ready.eq(can),
                      # Waiting: blocked on tokens with nothing else under way (watchdog).
-                     self.waiting.eq(self.instr.valid & ~pending & ~inflight &
+                     self.waiting.eq(self.instr.valid & ~pending & ~inflight.r_rdy &
                                      ~tokens.ready())]
         tokens.take(m, can)
         job = self.job.payload
@@ -93,14 +96,14 @@ class ComputeUnit(wiring.Component):
                 job.bias.eq(view.bias), job.bias_addr.eq(view.bias_addr),
                 job.ones.eq(view.ones),
             ]
-        m.d.comb += self.job.valid.eq(pending)
-        # The engine takes a job only when idle, i.e. never in the cycle of its ``done``.
-        with m.If(self.job.valid & self.job.ready):
-            m.d.sync += [pending.eq(0), inflight.eq(1), f_flags.eq(p_flags),
-                         f_index.eq(p_index)]
-        done = self.engine_done & inflight
-        with m.If(done):
-            m.d.sync += inflight.eq(0)
+        m.d.comb += self.job.valid.eq(pending & inflight.w_rdy)
+        accepted = self.job.valid & self.job.ready
+        m.d.comb += [inflight.w_en.eq(accepted), inflight.w_data.eq(Cat(p_flags, p_index))]
+        with m.If(accepted):
+            m.d.sync += pending.eq(0)
+        done = self.engine_done & inflight.r_rdy
+        f_flags, f_index = inflight.r_data[:2], inflight.r_data[2:]
+        m.d.comb += inflight.r_en.eq(done)
         ok = self.engine_error == 0
         m.d.comb += [self.give_load.eq(done & ok & f_flags[0]),
                      self.give_store.eq(done & ok & f_flags[1]),
@@ -109,9 +112,9 @@ class ComputeUnit(wiring.Component):
         for tile_error, err in ENGINE_ERRORS.items():
             code = Mux(self.engine_error == tile_error, err, code)
         m.d.comb += self.error_code.eq(code)
-        m.d.comb += self.busy.eq(pending | inflight)
+        m.d.comb += self.busy.eq(pending | inflight.r_rdy)
 
-        idle = ~inflight & ~pending
+        idle = ~inflight.r_rdy & ~pending
         short_load = self.avail_load < view.wait_load
         m.d.comb += [
             self.idle_wait_load.eq(idle & self.instr.valid & short_load),

@@ -31,8 +31,15 @@ and tapless BP phases) are not counted as busy cycles.
 Latency and throughput: a job is checked in 2 cycles (a refused one
 ends in a third), each stride phase set up in 3, then one
 operation per cycle with no gap until the phase ends; a FP job with a bias adds one preamble
-cycle. After the last operation the generator waits ``flush`` cycles (the PE array's depth) so
-that every write of the job has landed before it reports ``done``.
+cycle. After the last operation the job's ``flush`` (the PE array's depth) runs in the
+*background*: the generator takes the next job at once if it is of the same phase (the PE
+array's mode does not change under operations in flight), and reports the first job's
+``done`` when its last write has landed. Consecutive jobs of one tile continue one reduction
+(``term_base``), so the P rule that keeps a slot's revisits ``L`` cycles apart inside a job
+keeps them apart across the boundary too; jobs of different tiles use different halves or
+regions, which the command processor orders with tokens. At most one job flushes in the
+background; ``done`` pulses come in the order the jobs were taken (a refused job waits for the
+flush before it reports).
 """
 
 from amaranth.hdl import *
@@ -66,11 +73,14 @@ class AddressGenerator(wiring.Component):
     phase : ``Out(Phase)``
         The phase of the job in flight (the PE array's mode; stable until ``done``).
     busy : ``Out(1)``
-        A job is being set up, issued or flushed.
+        A job is being set up, issued or flushed (in the foreground or the background).
     done : ``Out(1)``
-        One-cycle pulse: the job has finished (or was refused, see ``error``).
+        One-cycle pulse: a job has finished (or was refused, see ``error``), in order.
     error : ``Out(TileError)``
-        Why the last job was refused (``NONE`` if it ran); held until the next job.
+        With ``done``: why that job was refused (``NONE`` if it ran).
+    ifm_owned, ofm_owned : ``Out(2)``
+        Bit h: a job in flight (foreground or flushing) reads IFM half h / uses OFM half h;
+        the buffers keep loader and drain away from them.
     issuing : ``Out(1)``
         ``ctrl.valid`` this cycle: one MAC per PE (the busy-cycle counter's input).
     """
@@ -86,6 +96,8 @@ class AddressGenerator(wiring.Component):
             "done": Out(1),
             "error": Out(TileError),
             "issuing": Out(1),
+            "ifm_owned": Out(2),
+            "ofm_owned": Out(2),
         })
 
     def elaborate(self, platform):
@@ -175,43 +187,75 @@ class AddressGenerator(wiring.Component):
                 for name in names}
         idx = [Signal(18, name=f"i{i}") for i in range(4)]
         last = [idx[i] == n[i] - 1 for i in range(4)]
-        flush_ctr = Signal(range(self._flush + 2))
+        # The background flush of the previous job: its halves, phase and error, and the
+        # cycles until its last write lands.
+        bg_active = Signal()
+        bg_count = Signal(range(self._flush + 2))
+        bg_phase = Signal(2)
+        bg_ifm, bg_ofm = Signal(), Signal()
+        bg_error = Signal(TileError)
+        fg = Signal()                       # a job in the foreground (checks .. last op)
+        job_error = Signal(TileError)       # the foreground job's
         self._debug = {"n": n, "idx": idx}
 
         ctrl = Signal(ctrl_layout(cfg))
         m.d.sync += self.ctrl.eq(ctrl)
         # Busy cycles count MACs that add a term, not the +0 writes of null operations.
         m.d.comb += [self.phase.eq(job.phase),
-                     self.issuing.eq(self.ctrl.valid & ~self.ctrl.null)]
+                     self.issuing.eq(self.ctrl.valid & ~self.ctrl.null),
+                     self.busy.eq(fg | bg_active)]
+        for h in range(2):
+            m.d.comb += [
+                self.ifm_owned[h].eq((fg & (job.ifm_half == h)) | (bg_active & (bg_ifm == h))),
+                self.ofm_owned[h].eq((fg & (job.ofm_half == h)) | (bg_active & (bg_ofm == h))),
+            ]
+
+        # -- background flush: done (with the job's error) when its count runs out ----------
+        bg_done = Signal()
+        m.d.comb += bg_done.eq(bg_active & (bg_count == 0))
+        with m.If(bg_active & (bg_count != 0)):
+            m.d.sync += bg_count.eq(bg_count - 1)
+        with m.If(bg_done):
+            m.d.sync += bg_active.eq(0)
+        refuse_done = Signal()
+        m.d.comb += [self.done.eq(bg_done | refuse_done),
+                     self.error.eq(Mux(bg_done, bg_error, job_error))]
+
+        def to_background():
+            """Statements moving the foreground job's flush to the background slot."""
+            return [bg_active.eq(1), bg_count.eq(self._flush - 1), bg_phase.eq(job.phase),
+                    bg_ifm.eq(job.ifm_half), bg_ofm.eq(job.ofm_half), bg_error.eq(job_error)]
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.job.ready.eq(1)
-                with m.If(self.job.valid):
-                    m.d.sync += [job.eq(self.job.payload), self.error.eq(TileError.NONE)]
+                # With a job flushing in the background, only one of the same phase.
+                incoming = self.job.payload.phase.as_value()
+                m.d.comb += self.job.ready.eq(~bg_active | bg_done | (incoming == bg_phase))
+                with m.If(self.job.valid & self.job.ready):
+                    m.d.sync += [job.eq(self.job.payload), job_error.eq(TileError.NONE),
+                                 fg.eq(1)]
                     m.next = "CHECK0"
             with m.State("CHECK0"):
-                m.d.comb += self.busy.eq(1)
                 m.next = "CHECK1"           # products registered
             with m.State("CHECK1"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += ph.eq(0)
                 with m.If(err != TileError.NONE):
-                    m.d.sync += self.error.eq(err)
+                    m.d.sync += job_error.eq(err)
                     m.next = "REFUSE"
                 with m.Elif(job.bias & (job.phase == Phase.FP)):
                     m.next = "PREAMBLE"
                 with m.Else():
                     m.next = "SETUP_A"
             with m.State("REFUSE"):
-                m.d.comb += [self.busy.eq(1), self.done.eq(1)]      # error is valid with done
-                m.next = "IDLE"
+                # After the flushing job's done, so that the pulses keep the jobs' order.
+                with m.If(~bg_active):
+                    m.d.comb += refuse_done.eq(1)      # error is valid with done
+                    m.d.sync += fg.eq(0)
+                    m.next = "IDLE"
             with m.State("PREAMBLE"):
-                m.d.comb += self.busy.eq(1)
                 m.d.comb += [ctrl.bias_load.eq(1), ctrl.w_addr.eq(job.bias_addr)]
                 m.next = "SETUP_A"
             with m.State("SETUP_A"):
-                m.d.comb += self.busy.eq(1)
                 m.d.sync += [fill.eq(0), filled.eq(0)]
                 yy = parity_start(job.row_off, py)
                 xx = parity_start(job.col_off, px)
@@ -226,7 +270,6 @@ class AddressGenerator(wiring.Component):
                 ]
                 m.next = "SETUP_B"
             with m.State("SETUP_B"):
-                m.d.comb += self.busy.eq(1)
                 num_r = y0 + job.row_off - kyf
                 num_c = x0 + job.col_off - kxf
                 m.d.sync += [
@@ -241,7 +284,6 @@ class AddressGenerator(wiring.Component):
                 ]
                 m.next = "SETUP_C"
             with m.State("SETUP_C"):
-                m.d.comb += self.busy.eq(1)
                 empty = (npy == 0) | (npx == 0)
                 tapless = ntaps == 0
                 # Terms this job adds to each result (FP/BP: taps of the phase; WU: pixels).
@@ -286,27 +328,24 @@ class AddressGenerator(wiring.Component):
                         m.d.sync += sigs[i].eq(Mux(wu, wuinc[name][i], fpbp[name][i]))
                 m.next = "START"
             with m.State("START"):
-                m.d.comb += self.busy.eq(1)
                 qs0 = Mux(wu, Mux(job.term_base[_QW:].any(), _QMAX, job.term_base[:_QW]),
                           Mux(gq > _QMAX, _QMAX, gq))
                 ql0 = Mux(wu, job.term_base[:3], gq_lo)
                 start = {"r": r0, "c": c0, "ia": ia0, "w": w0, "pix": pix0,
                          "qs": qs0, "ql": ql0}
-                m.d.sync += flush_ctr.eq(0)
                 for name in names:
                     for i in range(4):
                         m.d.sync += save[name][i].eq(start[name])
                 for i in range(4):
                     m.d.sync += idx[i].eq(0)
                 with m.If(hazard):
-                    m.d.sync += self.error.eq(TileError.INTERLEAVE)
+                    m.d.sync += job_error.eq(TileError.INTERLEAVE)
                     m.next = "FLUSH"
                 with m.Elif(skip):
                     m.next = "NEXT_PHASE"
                 with m.Else():
                     m.next = "RUN"
             with m.State("RUN"):
-                m.d.comb += self.busy.eq(1)
                 cur = {name: save[name][3] for name in names}
                 inb = ((cur["r"] >= 0) & (cur["r"] < job.in_rows) &
                        (cur["c"] >= 0) & (cur["c"] < job.in_cols))
@@ -347,7 +386,6 @@ class AddressGenerator(wiring.Component):
                 with m.If(last[0] & last[1] & last[2] & last[3]):
                     m.next = "NEXT_PHASE"
             with m.State("NEXT_PHASE"):
-                m.d.comb += self.busy.eq(1)
                 with m.If(fill):
                     # The slots are +0: now the phase's real pass.
                     m.d.sync += [fill.eq(0), filled.eq(1)]
@@ -357,11 +395,10 @@ class AddressGenerator(wiring.Component):
                     m.next = "SETUP_A"
                 with m.Else():
                     m.next = "FLUSH"
-                m.d.sync += flush_ctr.eq(0)
             with m.State("FLUSH"):
-                m.d.comb += self.busy.eq(1)
-                m.d.sync += flush_ctr.eq(flush_ctr + 1)
-                with m.If(flush_ctr >= self._flush):
-                    m.d.comb += self.done.eq(1)
+                # The last operation is issued: its writes finish in the background (once the
+                # previous job's have), and the generator takes the next job.
+                with m.If(~bg_active | bg_done):
+                    m.d.sync += [*to_background(), fg.eq(0)]
                     m.next = "IDLE"
         return m

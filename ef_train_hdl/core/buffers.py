@@ -39,8 +39,9 @@ class TileBuffers(wiring.Component):
 
     Members
     -------
-    busy, ifm_half, ofm_half : ``In(1)``
-        A job is in flight, and the halves it owns.
+    ifm_owned, ofm_owned : ``In(2)``
+        Bit h: the tile engine's jobs in flight use half h (loads into it wait; the engine
+        drives its OFM ports).
     ifm_raddr, ifm_rhalf / ifm_rdata : engine reads of IFM bank j (data one cycle later).
     ofm_raddr, ofm_rhalf / ofm_rdata, ofm_wen, ofm_waddr, ofm_whalf, ofm_wdata :
         engine reads and writes of OFM bank m.
@@ -56,7 +57,7 @@ class TileBuffers(wiring.Component):
         tm, tn = cfg.tm, cfg.tn
         iab, oab = addr_bits(cfg.ifm_depth), addr_bits(cfg.ofm_depth)
         super().__init__({
-            "busy": In(1), "ifm_half": In(1), "ofm_half": In(1),
+            "ifm_owned": In(2), "ofm_owned": In(2),
             "ifm_raddr": In(iab).array(tn), "ifm_rhalf": In(1).array(tn),
             "ifm_rdata": Out(32).array(tn),
             "ofm_raddr": In(oab).array(tm), "ofm_rhalf": In(1).array(tm),
@@ -74,8 +75,8 @@ class TileBuffers(wiring.Component):
         m = Module()
         il, ol = self.ifm_load.payload, self.ofm_load.payload
         m.d.comb += [
-            self.ifm_load.ready.eq(~(self.busy & (il.half == self.ifm_half))),
-            self.ofm_load.ready.eq(~(self.busy & (ol.half == self.ofm_half))),
+            self.ifm_load.ready.eq(~self.ifm_owned.bit_select(il.half, 1)),
+            self.ofm_load.ready.eq(~self.ofm_owned.bit_select(ol.half, 1)),
         ]
         drain_half = Signal()
         m.d.sync += drain_half.eq(self.drain_half)
@@ -104,7 +105,7 @@ class TileBuffers(wiring.Component):
                 m.submodules[f"ofm{h}_{r}"] = mem
                 wp = mem.write_port()
                 rp = mem.read_port(transparent_for=(wp,))
-                owned = self.busy & (self.ofm_half == h)
+                owned = self.ofm_owned[h]
                 with m.If(owned):
                     m.d.comb += [
                         rp.addr.eq(self.ofm_raddr[r]),

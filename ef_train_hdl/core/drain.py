@@ -52,8 +52,10 @@ class Drain(wiring.Component):
     -------
     job : ``In(stream.Signature(drain_layout(cfg)))``
     out : ``Out(stream.Signature(drain_beat_layout(cfg)))``
-    engine_busy, engine_ofm_half : ``In(1)``
-        What the tile engine owns.
+    engine_busy : ``In(1)``
+        A job is in the tile engine (it owns the weight banks).
+    engine_ofm_owned : ``In(2)``
+        Bit h: the engine's jobs in flight use OFM half h.
     ofm_half, ofm_addr / ofm_data : reads of every OFM bank (data one cycle later).
     w_addr / w_data : reads of every weight bank (data one cycle later).
     busy : ``Out(1)``
@@ -67,7 +69,7 @@ class Drain(wiring.Component):
         super().__init__({
             "job": In(stream.Signature(drain_layout(cfg))),
             "out": Out(stream.Signature(drain_beat_layout(cfg))),
-            "engine_busy": In(1), "engine_ofm_half": In(1),
+            "engine_busy": In(1), "engine_ofm_owned": In(2),
             "ofm_half": Out(1), "ofm_addr": Out(addr_bits(cfg.ofm_depth)),
             "ofm_data": In(32).array(tm),
             "w_addr": Out(addr_bits(cfg.weight_depth)),
@@ -109,7 +111,7 @@ class Drain(wiring.Component):
         end = Signal(len(job.count) + _log2(cfg.acc_interleave) + 1)
         count_m1 = Signal.like(job.count)
         m.d.comb += [self.ofm_addr.eq(addr), self.w_addr.eq(addr), self.ofm_half.eq(job.half)]
-        blocked = self.engine_busy & (wsrc | (self.engine_ofm_half == job.half))
+        blocked = Mux(wsrc, self.engine_busy, self.engine_ofm_owned.bit_select(job.half, 1))
         start_beat = k == 0
         m.d.comb += issue.eq(reading & ~blocked & (~start_beat | (credits != 0)))
         m.d.sync += credits.eq(credits - (issue & start_beat) + popped)

@@ -7,9 +7,11 @@ on the halves the job names; the drain reads finished results from the other hal
 WU, the weight banks) and streams them to the store path (post-ops, then DMA).
 
 Latency and throughput: a compute job costs ``setup + ops + flush`` cycles, where ``ops`` is
-one per MAC step of the PE array (Tm x Tn MACs each), setup is 2 cycles of checks plus 3 per
-stride phase (and 1 for a bias), and ``flush`` is the PE array's depth (so the next job may
-switch phase). :func:`job_overhead` gives the fixed part; ``bench core`` measures it.
+one per MAC step of the PE array (Tm x Tn MACs each), setup is 2 cycles of checks plus 4 per
+stride phase (and 1 for a bias), and ``flush`` is the PE array's depth. The flush overlaps
+the next job when it has the same phase (addrgen.py), so a chain of jobs costs its setups
+and operations plus one flush. ``model.tiles.job_cycles`` / ``jobs_cycles`` give the figures;
+``bench core`` measures them.
 Counters: ``cycles_active`` (a job in the engine), ``cycles_busy`` (operations issued: every
 PE did a MAC) — utilisation is their ratio.
 """
@@ -87,15 +89,11 @@ class TileEngine(wiring.Component):
         wiring.connect(m, wiring.flipped(self.ofm_load), bufs.ofm_load)
         wiring.connect(m, wiring.flipped(self.w_load), array.w_load)
 
-        # The halves the job in flight owns (its operations carry them too).
-        owned_ifm, owned_ofm = Signal(), Signal()
-        with m.If(self.job.valid & self.job.ready):
-            m.d.sync += [owned_ifm.eq(self.job.payload.ifm_half),
-                         owned_ofm.eq(self.job.payload.ofm_half)]
+        # The halves the jobs in flight (running, and flushing) own.
         m.d.comb += [
             array.phase.eq(gen.phase), array.busy.eq(gen.busy), array.ctrl.eq(gen.ctrl),
-            bufs.busy.eq(gen.busy), bufs.ifm_half.eq(owned_ifm), bufs.ofm_half.eq(owned_ofm),
-            drain.engine_busy.eq(gen.busy), drain.engine_ofm_half.eq(owned_ofm),
+            bufs.ifm_owned.eq(gen.ifm_owned), bufs.ofm_owned.eq(gen.ofm_owned),
+            drain.engine_busy.eq(gen.busy), drain.engine_ofm_owned.eq(gen.ofm_owned),
             bufs.drain_half.eq(drain.ofm_half), bufs.drain_addr.eq(drain.ofm_addr),
             array.w_drain_addr.eq(drain.w_addr),
             self.done.eq(gen.done), self.error.eq(gen.error), self.busy.eq(gen.busy),

@@ -31,7 +31,7 @@ import numpy as np
 from . import ops
 from .fp import as_f32
 
-__all__ = ["TileProgram", "job_ops", "job_cycles", "port_steps", "conv_fp_tile", "conv_bp_tile", "conv_wu_tile", "bias_grad_tile",
+__all__ = ["TileProgram", "job_ops", "job_cycles", "jobs_schedule", "port_steps", "conv_fp_tile", "conv_bp_tile", "conv_wu_tile", "bias_grad_tile",
            "PHASE_CODES"]
 
 PHASE_CODES = {"FP": 0, "BP": 1, "WU": 2}
@@ -159,6 +159,37 @@ def job_cycles(job, cfg):
                 cycles += 3 + p * pixels
             cycles += taps * pixels
     return cycles
+
+
+def jobs_schedule(jobs, cfg, ready=None):
+    """When each job of a sequence runs in the tile engine: ``[(start, done)]`` in cycles.
+
+    A job's foreground (checks, set-up, operations: ``job_cycles - pe_depth``) starts when it
+    is taken; its flush then runs in the background (``pe_depth`` more cycles to its ``done``)
+    while the next job of the same phase is taken one cycle later; a job of another phase
+    waits for the flush. At most one job flushes at a time. ``ready[i]`` is the earliest cycle
+    job ``i`` is at the engine's port (default: all at 0, back to back). ``start`` counts from
+    the cycle the job is taken; the engine is active from the first start to the last done.
+    """
+    flush = cfg.pe_depth
+    out = []
+    idle_at = 0              # first cycle the generator is in IDLE and may take a job
+    bg_done = None           # cycle of the flushing job's done
+    bg_phase = None
+    for i, job in enumerate(jobs):
+        take = max(idle_at, ready[i] if ready else 0)
+        if bg_done is not None and bg_phase != job["phase"]:
+            take = max(take, bg_done)
+        start = take + 1
+        fg = job_cycles(job, cfg) - flush        # CHECK0 .. the FLUSH cycle that moves it
+        move = start + fg - 1
+        if bg_done is not None:
+            move = max(move, bg_done)
+        done = move + flush
+        out.append((start, done))
+        bg_done, bg_phase = done, job["phase"]
+        idle_at = move + 1
+    return out
 
 
 def conv_fp_tile(x, w, bias, stride, pad, cfg, *, image=0, chunk=0, rows=None):

@@ -114,10 +114,13 @@ class SimBackend(Backend):
         self._mailbox.append((seq, job))
         limit = limit or self.max_cycles
         start = self.cycles
-        step = 2048
+        # Short steps first (a register access takes a few cycles), longer ones for a run, so
+        # that little is simulated past the job's end.
+        step = 8
         while seq not in self._done:
             self._time += step * PERIOD
             self.sim.run_until(self._time)
+            step = min(2 * step, 4096)
             if self.cycles - start > limit:
                 raise TimeoutError(f"the simulated accelerator did not stop within {limit} "
                                    f"cycles")
