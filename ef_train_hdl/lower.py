@@ -19,8 +19,9 @@ order, so the program cannot deadlock whatever the queue depths and latencies.
 
 **Buffer use.** IFM halves alternate with every input plane loaded, OFM halves with every
 output tile (so the next tile's loads and the previous tile's drain overlap this tile's
-compute); weights, and in WU the accumulators, use two regions of the weight banks in turn
-when two fit, so the next chunk's weights load while this chunk computes.
+compute); weights, and in WU the accumulators, use the two halves of the weight banks in turn
+(the schedule makes a chunk fit one), so the next chunk's weights load, and the last chunk's
+weight gradients drain through SGD, while this chunk computes.
 
 The accelerator's tile program needs ``cfg.tm == cfg.tn`` and ``cfg.floats_per_beat <=
 cfg.tn`` (a DMA beat never splits a pixel); :func:`check_config` says so.
@@ -99,10 +100,13 @@ class _Emitter:
         return h
 
     def weight_region(self, words):
-        """Base of the next weight-bank region of ``words`` words: two regions in turn when
-        two fit, else the one region at 0."""
-        if 2 * words <= self.cfg.weight_depth:
-            base = self.w_region * words
+        """Base of the next weight-bank region of ``words`` words: the two halves of the
+        weight banks in turn when it fits one (each half is its own memory: the loader and the
+        drain use one while the array uses the other, core/pe_array.py), else the whole
+        bank from 0."""
+        half = self.cfg.weight_depth // 2
+        if words <= half:
+            base = self.w_region * half
             self.w_region ^= 1
             return base
         if words > self.cfg.weight_depth:

@@ -103,6 +103,7 @@ def program_perf(program, cfg, dram=TileDram()):
     consumed = {}                                            # (from, to) -> count taken
     engine_busy = []                                         # (start, end) of jobs
     engine_free = 0.0
+    bg_done = bg_phase = None                                # the job flushing
     ops = 0
     read_beats = write_beats = 0
     decode_t = 0.0
@@ -179,13 +180,22 @@ def program_perf(program, cfg, dram=TileDram()):
         start = max(free[unit], dispatch, tok)
 
         if op == Op.COMPUTE:
+            # The engine takes a job when idle; the previous job's flush runs in the
+            # background if the phase is the same (model.tiles.jobs_schedule).
             job = _job(instr)
-            cyc = job_cycles(job, cfg)
-            s = max(start + 1, engine_free)
-            e = s + cyc
+            flush = cfg.pe_depth
+            take = max(start + 1, engine_free)
+            if bg_done is not None and bg_phase != job["phase"]:
+                take = max(take, bg_done)
+            s = take + 1
+            move = s + job_cycles(job, cfg) - flush - 1
+            if bg_done is not None:
+                move = max(move, bg_done)
+            e = move + flush
             engine_busy.append((s, e))
-            engine_free = e + ENGINE_GAP
-            free[unit] = s              # the next job waits at the engine's port
+            bg_done, bg_phase = e, job["phase"]
+            engine_free = move + 1
+            free[unit] = take            # the next job waits at the engine's port
             ops += _ops(job)
             end[k] = e
             signal(instr, unit, e)

@@ -113,11 +113,24 @@ def _limits(cfg):
     return {"ifm": cfg.ifm_depth, "ofm": cfg.ofm_depth, "weight": cfg.weight_depth}
 
 
+def _weight_limit(layer, phase, tiling, cfg):
+    """Words a chunk's weights (WU: accumulators) may take per weight bank: half of it when
+    the layer has more than one chunk (or streams its weights), so that consecutive chunks
+    use the two halves in turn and one loads (or drains) while the other computes; the
+    whole bank when a single resident chunk holds everything."""
+    if layer.kind == "pool":
+        return cfg.weight_depth
+    one_chunk = tiling.groups >= _group_count(layer, phase, cfg) and (
+        tiling.order == "resident" or Phase(phase) is Phase.WU)
+    return cfg.weight_depth if one_chunk else cfg.weight_depth // 2
+
+
 def fits(layer, phase, tiling, cfg, batch):
     """Whether ``tiling`` fits the buffers and keeps every store one run per channel group."""
     phase = Phase(phase)
     needs = buffer_needs(layer, phase, tiling, cfg, batch)
-    if any(needs[b] > lim for b, lim in _limits(cfg).items()):
+    limits = dict(_limits(cfg), weight=_weight_limit(layer, phase, tiling, cfg))
+    if any(needs[b] > lim for b, lim in limits.items()):
         return False
     rows = _rows(layer, phase)
     if phase is Phase.FP and layer.pooled and tiling.tile_rows < rows and tiling.tile_rows % 2:
@@ -168,7 +181,8 @@ def check_layer(layer, cfg, batch):
                               min(cfg.tn // cfg.tm, _group_count(layer, phase, cfg)),
                               smallest.order)
         needs = buffer_needs(layer, phase, smallest, cfg, batch)
-        for buf, limit in _limits(cfg).items():
+        limits = dict(_limits(cfg), weight=_weight_limit(layer, phase, smallest, cfg))
+        for buf, limit in limits.items():
             if needs[buf] > limit:
                 raise ValueError(
                     f"layer {name!r}: {phase.name} needs {needs[buf]} words per {buf} bank "

@@ -147,11 +147,12 @@ def run(args):
             start = time.perf_counter()
             t.train_step(x, labels)
             walls.append(time.perf_counter() - start)
-        step_cycles = t.counters()["step_cycles"]
-        record["networks"][name]["step"] = {"cycles": step_cycles, "wall_seconds": walls}
-        print(f"whole training step ({len(c.train_tiles)} tile instructions): {step_cycles:,} "
-              f"cycles; wall clock on this machine {min(walls):.2f} s "
-              f"({step_cycles / min(walls):,.0f} simulated cycles/s)")
+        if walls:
+            step_cycles = t.counters()["step_cycles"]
+            record["networks"][name]["step"] = {"cycles": step_cycles, "wall_seconds": walls}
+            print(f"whole training step ({len(c.train_tiles)} tile instructions): "
+                  f"{step_cycles:,} cycles; wall clock on this machine {min(walls):.2f} s "
+                  f"({step_cycles / min(walls):,.0f} simulated cycles/s)")
     speed = total_cycles / total_wall if total_wall else 0.0
     record["speed"] = {args.backend: speed}
     print(f"\n{args.backend}: {total_cycles:,.0f} cycles simulated in {total_wall:.1f} s wall "

@@ -81,6 +81,9 @@ class AddressGenerator(wiring.Component):
     ifm_owned, ofm_owned : ``Out(2)``
         Bit h: a job in flight (foreground or flushing) reads IFM half h / uses OFM half h;
         the buffers keep loader and drain away from them.
+    w_owned : ``Out(2)``
+        Bit s: a job in flight reads (FP/BP weights, bias) or accumulates into (WU) weight
+        region s, the half ``s`` of the weight banks' words.
     issuing : ``Out(1)``
         ``ctrl.valid`` this cycle: one MAC per PE (the busy-cycle counter's input).
     """
@@ -98,6 +101,7 @@ class AddressGenerator(wiring.Component):
             "issuing": Out(1),
             "ifm_owned": Out(2),
             "ofm_owned": Out(2),
+            "w_owned": Out(2),
         })
 
     def elaborate(self, platform):
@@ -194,6 +198,7 @@ class AddressGenerator(wiring.Component):
         bg_phase = Signal(2)
         bg_ifm, bg_ofm = Signal(), Signal()
         bg_error = Signal(TileError)
+        bg_w, fg_w = Signal(2), Signal(2)   # the weight regions of the two jobs
         fg = Signal()                       # a job in the foreground (checks .. last op)
         job_error = Signal(TileError)       # the foreground job's
         self._debug = {"n": n, "idx": idx}
@@ -204,6 +209,7 @@ class AddressGenerator(wiring.Component):
         m.d.comb += [self.phase.eq(job.phase),
                      self.issuing.eq(self.ctrl.valid & ~self.ctrl.null),
                      self.busy.eq(fg | bg_active)]
+        m.d.comb += self.w_owned.eq(Mux(fg, fg_w, 0) | Mux(bg_active, bg_w, 0))
         for h in range(2):
             m.d.comb += [
                 self.ifm_owned[h].eq((fg & (job.ifm_half == h)) | (bg_active & (bg_ifm == h))),
@@ -224,7 +230,8 @@ class AddressGenerator(wiring.Component):
         def to_background():
             """Statements moving the foreground job's flush to the background slot."""
             return [bg_active.eq(1), bg_count.eq(self._flush - 1), bg_phase.eq(job.phase),
-                    bg_ifm.eq(job.ifm_half), bg_ofm.eq(job.ofm_half), bg_error.eq(job_error)]
+                    bg_ifm.eq(job.ifm_half), bg_ofm.eq(job.ofm_half), bg_error.eq(job_error),
+                    bg_w.eq(fg_w)]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -239,6 +246,12 @@ class AddressGenerator(wiring.Component):
                 m.next = "CHECK1"           # products registered
             with m.State("CHECK1"):
                 m.d.sync += ph.eq(0)
+                # The weight regions of the job: its taps (WU: their partial sums), its bias.
+                wtop = len(job.w_base) - 1
+                w_end = Mux(wu, job.w_base + (kk << job.log2_p), job.w_base + kk) - 1
+                use_bias = job.bias & (job.phase == Phase.FP)
+                m.d.sync += fg_w.eq((1 << job.w_base[wtop]) | (1 << w_end[wtop]) |
+                                    Mux(use_bias, 1 << job.bias_addr[wtop], 0))
                 with m.If(err != TileError.NONE):
                     m.d.sync += job_error.eq(err)
                     m.next = "REFUSE"

@@ -15,7 +15,7 @@ Order of the output beats (``R = min(floats_per_beat, Tm, Tn)`` words each):
 Throughput: one beat per P cycles (P reads per beat); latency about 2 + 7*log2(P) cycles.
 The output has a FIFO and the drain only starts a beat when the FIFO will have room for it,
 so ``out.ready`` may stall at any time and nothing is lost. The drain waits while the tile
-engine owns the half (OFM) or the weight banks (WEIGHT) it is asked to read.
+engine owns the half (OFM) or the weight region (WEIGHT) it is asked to read.
 """
 
 from amaranth.hdl import *
@@ -52,8 +52,8 @@ class Drain(wiring.Component):
     -------
     job : ``In(stream.Signature(drain_layout(cfg)))``
     out : ``Out(stream.Signature(drain_beat_layout(cfg)))``
-    engine_busy : ``In(1)``
-        A job is in the tile engine (it owns the weight banks).
+    engine_w_owned : ``In(2)``
+        Bit s: a job in the tile engine uses weight region s (the drain waits for it).
     engine_ofm_owned : ``In(2)``
         Bit h: the engine's jobs in flight use OFM half h.
     ofm_half, ofm_addr / ofm_data : reads of every OFM bank (data one cycle later).
@@ -69,7 +69,7 @@ class Drain(wiring.Component):
         super().__init__({
             "job": In(stream.Signature(drain_layout(cfg))),
             "out": Out(stream.Signature(drain_beat_layout(cfg))),
-            "engine_busy": In(1), "engine_ofm_owned": In(2),
+            "engine_w_owned": In(2), "engine_ofm_owned": In(2),
             "ofm_half": Out(1), "ofm_addr": Out(addr_bits(cfg.ofm_depth)),
             "ofm_data": In(32).array(tm),
             "w_addr": Out(addr_bits(cfg.weight_depth)),
@@ -111,7 +111,10 @@ class Drain(wiring.Component):
         end = Signal(len(job.count) + _log2(cfg.acc_interleave) + 1)
         count_m1 = Signal.like(job.count)
         m.d.comb += [self.ofm_addr.eq(addr), self.w_addr.eq(addr), self.ofm_half.eq(job.half)]
-        blocked = Mux(wsrc, self.engine_busy, self.engine_ofm_owned.bit_select(job.half, 1))
+        # The weight regions the job's words lie in (set in CHECK_RANGE).
+        regions = Signal(2)
+        blocked = Mux(wsrc, (regions & self.engine_w_owned).any(),
+                      self.engine_ofm_owned.bit_select(job.half, 1))
         start_beat = k == 0
         m.d.comb += issue.eq(reading & ~blocked & (~start_beat | (credits != 0)))
         m.d.sync += credits.eq(credits - (issue & start_beat) + popped)
@@ -135,6 +138,8 @@ class Drain(wiring.Component):
                 m.next = "CHECK_RANGE"
             with m.State("CHECK_RANGE"):
                 m.d.comb += self.busy.eq(1)
+                wtop = addr_bits(cfg.weight_depth) - 1
+                m.d.sync += regions.eq((1 << job.base[wtop]) | (1 << (end - 1)[wtop]))
                 depth = Mux(wsrc, cfg.weight_depth, cfg.ofm_depth)
                 bad = ((job.count == 0) | (job.log2_p > _log2(cfg.acc_interleave)) |
                        (end > depth))

@@ -91,9 +91,9 @@ class TileEngine(wiring.Component):
 
         # The halves the jobs in flight (running, and flushing) own.
         m.d.comb += [
-            array.phase.eq(gen.phase), array.busy.eq(gen.busy), array.ctrl.eq(gen.ctrl),
+            array.phase.eq(gen.phase), array.w_owned.eq(gen.w_owned), array.ctrl.eq(gen.ctrl),
             bufs.ifm_owned.eq(gen.ifm_owned), bufs.ofm_owned.eq(gen.ofm_owned),
-            drain.engine_busy.eq(gen.busy), drain.engine_ofm_owned.eq(gen.ofm_owned),
+            drain.engine_w_owned.eq(gen.w_owned), drain.engine_ofm_owned.eq(gen.ofm_owned),
             bufs.drain_half.eq(drain.ofm_half), bufs.drain_addr.eq(drain.ofm_addr),
             array.w_drain_addr.eq(drain.w_addr),
             self.done.eq(gen.done), self.error.eq(gen.error), self.busy.eq(gen.busy),

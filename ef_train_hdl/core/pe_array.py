@@ -87,8 +87,6 @@ class PeArray(wiring.Component):
     -------
     phase : ``In(Phase)``
         Mode; must not change while operations are in flight (the tile engine flushes).
-    busy : ``In(1)``
-        A job is in flight: the weight banks belong to the array, not to the loader/drain.
     ctrl : ``In(ctrl_layout(cfg))``
         The operation issued this cycle (from :class:`~.addrgen.AddressGenerator`).
     ifm_raddr, ifm_rhalf : ``Out(...).array(Tn)``
@@ -100,9 +98,12 @@ class PeArray(wiring.Component):
     ofm_rdata : ``In(32).array(Tm)``
         OFM bank m word, one cycle after its address.
     w_load : ``In(stream.Signature(weight_load_layout(cfg)))``
-        Loader writes into the weight banks (not accepted while a WU job is in flight).
+        Loader writes into the weight banks (a beat into a region ``w_owned`` names waits).
+    w_owned : ``In(2)``
+        Bit s: a job in flight uses weight region s (bank words ``s * depth/2 ..``): the
+        array drives that region's ports; the loader and the drain use the other.
     w_drain_addr : ``In(...)``
-        Read address of every weight bank when no job is in flight (the drain).
+        Read address of every weight bank for the drain (in a region no job owns).
     w_drain_data : ``Out(32).array(Tm, Tn)``
         Weight bank (m, j) word, one cycle after ``w_drain_addr``.
     """
@@ -116,7 +117,6 @@ class PeArray(wiring.Component):
         self.depth = cfg.pe_depth
         super().__init__({
             "phase": In(Phase),
-            "busy": In(1),
             "ctrl": In(ctrl_layout(cfg)),
             "ifm_raddr": Out(iab).array(tn),
             "ifm_rhalf": Out(1).array(tn),
@@ -129,6 +129,7 @@ class PeArray(wiring.Component):
             "ofm_whalf": Out(1).array(tm),
             "ofm_wdata": Out(32).array(tm),
             "w_load": In(stream.Signature(weight_load_layout(cfg))),
+            "w_owned": In(2),
             "w_drain_addr": In(wab),
             "w_drain_data": Out(32).array(tm, tn),
         })
@@ -169,39 +170,54 @@ class PeArray(wiring.Component):
             for r in range(1, tm):
                 x[r][j] = delay(x[r - 1][j], 1, f"x{r}_{j}")
 
-        # -- weight banks ----------------------------------------------------------------------
+        # -- weight banks: two regions (halves) of each, each its own memory -------------------
+        # The array uses the regions its jobs own (``w_owned``); the loader writes and the drain
+        # reads the other one meanwhile, so the next chunk's weights load and the last chunk's
+        # weight gradients drain while the array computes.
+        half = cfg.weight_depth // 2
+        top = addr_bits(cfg.weight_depth) - 1          # the address bit that picks the region
         banks = [[None] * tn for _ in range(tm)]
         for r in range(tm):
             for j in range(tn):
-                mem = Memory(shape=32, depth=cfg.weight_depth, init=[])
-                m.submodules[f"wbank{r}_{j}"] = mem
-                banks[r][j] = mem
+                pair = [Memory(shape=32, depth=half, init=[]) for _ in range(2)]
+                for s_, mem in enumerate(pair):
+                    m.submodules[f"wbank{r}_{j}_{s_}"] = mem
+                banks[r][j] = pair
         load = self.w_load.payload
-        m.d.comb += self.w_load.ready.eq(~(self.busy & wu))
+        m.d.comb += self.w_load.ready.eq(~self.w_owned.bit_select(load.addr[top], 1))
+        drain_sel = Signal()
+        m.d.sync += drain_sel.eq(self.w_drain_addr[top])
 
         # -- per lane ---------------------------------------------------------------------------
         tree_lat = FADD_LATENCY * lg
         for r in range(tm):
             ctl = rctl[r]
             # Weights read in place (FP/BP) one cycle after the row's control, registered.
-            wread = []
-            wwrite = []
+            wread = []                  # the array's read data of bank (r, j)
+            ports = []                  # per bank: [(write port, read port)] of each region
             for j in range(tn):
-                wp = banks[r][j].write_port()
-                rp = banks[r][j].read_port(transparent_for=(wp,))
-                wread.append(rp)
-                wwrite.append(wp)
-                m.d.comb += self.w_drain_data[r][j].eq(rp.data)
+                pair = []
+                for mem in banks[r][j]:
+                    wp = mem.write_port()
+                    rp = mem.read_port(transparent_for=(wp,))
+                    pair.append((wp, rp))
+                ports.append(pair)
+                sel = Signal(name=f"wsel{r}_{j}")
+                rdata = Signal(32, name=f"wrdata{r}_{j}")
+                m.d.comb += [rdata.eq(Mux(sel, pair[1][1].data, pair[0][1].data)),
+                             self.w_drain_data[r][j].eq(Mux(drain_sel, pair[1][1].data,
+                                                            pair[0][1].data))]
+                wread.append((rdata, sel))
             w_reg = [Signal(32, name=f"w{r}_{j}") for j in range(tn)]
             for j in range(tn):
-                m.d.sync += w_reg[j].eq(wread[j].data)
+                m.d.sync += w_reg[j].eq(wread[j][0])
 
             # Bias: latched from bank (r, 0) by the preamble, taken into use when the
             # preamble reaches the accumulator (so the previous job's ops keep theirs).
             bias_pending = Signal(32, name=f"bias_pending{r}")
             bias_active = Signal(32, name=f"bias_active{r}")
             with m.If(delay(ctl.bias_load, 1, f"bload{r}")):
-                m.d.sync += bias_pending.eq(wread[0].data)
+                m.d.sync += bias_pending.eq(wread[0][0])
 
             # Output gradient (WU): OFM bank r, then along the row.
             g = [Signal(32, name=f"g{r}_0")]
@@ -254,25 +270,30 @@ class PeArray(wiring.Component):
             for j in range(tn):
                 vctl = delay(uctl[j], 1, f"vctl{r}_{j}")
                 wctl = delay(vctl, FADD_LATENCY, f"wctl{r}_{j}")
-                wu_b = Mux(vctl.first, 0, wread[j].data)
+                wu_b = Mux(vctl.first, 0, wread[j][0])
                 a_in, b_in = fp_in[j]
                 # A null operation (a slot fill) adds +0, whatever the operands.
                 wu_a = Mux(vctl.null, 0, prods[j])
                 m.d.comb += [adders[j].a.eq(Mux(wu, wu_a, a_in)),
                              adders[j].b.eq(Mux(wu, wu_b, b_in))]
-                # Weight bank ports: the array while a job is in flight, else loader/drain.
-                with m.If(self.busy):
-                    m.d.comb += wread[j].addr.eq(Mux(wu, uctl[j].acc_addr, ctl.w_addr))
-                with m.Else():
-                    m.d.comb += wread[j].addr.eq(self.w_drain_addr)
-                with m.If(self.busy & wu):
-                    m.d.comb += [wwrite[j].addr.eq(wctl.acc_addr),
-                                 wwrite[j].data.eq(adders[j].result),
-                                 wwrite[j].en.eq(wctl.valid)]
-                with m.Else():
-                    hit, word = self._load_lane(load, r, j)
-                    m.d.comb += [wwrite[j].addr.eq(load.addr), wwrite[j].data.eq(word),
-                                 wwrite[j].en.eq(self.w_load.valid & hit)]
+                # Weight bank ports, per region: the array in the regions its jobs own, the
+                # loader (writes) and the drain (reads) in the others.
+                raddr = Mux(wu, uctl[j].acc_addr, ctl.w_addr)
+                m.d.sync += wread[j][1].eq(raddr[top])
+                hit, word = self._load_lane(load, r, j)
+                for s_, (wp, rp) in enumerate(ports[j]):
+                    with m.If(self.w_owned[s_]):
+                        m.d.comb += rp.addr.eq(raddr[:top])
+                    with m.Else():
+                        m.d.comb += rp.addr.eq(self.w_drain_addr[:top])
+                    with m.If(self.w_owned[s_] & wu):
+                        m.d.comb += [wp.addr.eq(wctl.acc_addr[:top]),
+                                     wp.data.eq(adders[j].result),
+                                     wp.en.eq(wctl.valid & (wctl.acc_addr[top] == s_))]
+                    with m.Elif(~self.w_owned[s_]):
+                        m.d.comb += [wp.addr.eq(load.addr[:top]), wp.data.eq(word),
+                                     wp.en.eq(self.w_load.valid & hit &
+                                              (load.addr[top] == s_))]
 
             # OFM bank r: WU reads gradients at the row's time; FP/BP read-add-write.
             m.d.comb += [
