@@ -243,24 +243,51 @@ def _lower_fp(em, d, cfg):
     out_lay = (layout.fc_activation_layout(d.batch, d.out_channels, t) if fc else
                layout.ActivationLayout(d.batch, d.out_channels,
                                        ho // 2 if d.pool else ho, wo // 2 if d.pool else wo, t))
-    for chunk in _chunks(wl.m_groups, d.tile_groups):
+    chunks = _chunks(wl.m_groups, d.tile_groups)
+
+    def resident_weights(chunk):
+        """The chunk's region and its weight loads, one per input group (the blocks of every
+        output group of the chunk for that input group: ``nc`` runs), the biases with the
+        first: ``(wbase, bias_base, [emit group g's loads])``."""
+        nc = len(chunk)
+        wbase = em.weight_region(nc * gn * kk + (nc if d.bias else 0))
+        bias_base = wbase + nc * gn * kk
+
+        def piece(g):
+            def emit():
+                off = wl.block_offset(chunk[0], g)
+                em.emit(Op.LOAD, [_dram(d.addr_weight + wl.block_offset(mg, g),
+                                        wl.block_words) for mg in chunk],
+                        [_wbank(wbase + (ml * gn + g) * kk, wbase + (ml * gn + g + 1) * kk)
+                         for ml in range(nc)], target=Target.WEIGHT,
+                        addr_a=d.addr_weight + off, count=1, runs=nc, taps=kk,
+                        dram_stride=gn * wl.block_words, bank_base=wbase + g * kk,
+                        bank_run_stride=gn * kk, bank_step=kk)
+                if d.bias and g == 0:           # the first group's jobs add the bias
+                    for ml, mg in enumerate(chunk):
+                        em.emit(Op.LOAD, [_dram(d.addr_bias + mg * t, t)],
+                                [_wbank(bias_base + ml, bias_base + ml + 1)],
+                                target=Target.BIAS, addr_a=d.addr_bias + mg * t, count=1,
+                                runs=1, bank_base=bias_base + ml)
+            return emit
+        return wbase, bias_base, [piece(g) for g in range(gn)]
+
+    # Resident weights, one load per input group: the first chunk's each just before the
+    # first jobs that need it, every later chunk's during the previous chunk's first tile into
+    # the other half of the weight banks, so that the array never waits for a whole chunk.
+    upcoming = resident_weights(chunks[0]) if not streamed else None
+    for ci, chunk in enumerate(chunks):
         nc = len(chunk)
         bias_words = nc if d.bias else 0
         region_words = (nc * gn * kk if not streamed else nc * kk) + bias_words
+        prefetch, own = [], []
         if not streamed:
-            wbase = em.weight_region(region_words)
-            off = wl.block_offset(chunk[0], 0)
-            em.emit(Op.LOAD, [_dram(d.addr_weight + off, nc * gn * wl.block_words)],
-                    [_wbank(wbase, wbase + nc * gn * kk)], target=Target.WEIGHT,
-                    addr_a=d.addr_weight + off, count=nc * gn, runs=1, taps=kk,
-                    bank_base=wbase, bank_step=kk)
-            bias_base = wbase + nc * gn * kk
-            if d.bias:
-                for ml, mg in enumerate(chunk):
-                    em.emit(Op.LOAD, [_dram(d.addr_bias + mg * t, t)],
-                            [_wbank(bias_base + ml, bias_base + ml + 1)], target=Target.BIAS,
-                            addr_a=d.addr_bias + mg * t, count=1, runs=1,
-                            bank_base=bias_base + ml)
+            wbase, bias_base, pieces = upcoming
+            if ci == 0:
+                own = list(pieces)
+            if ci + 1 < len(chunks):
+                upcoming = resident_weights(chunks[ci + 1])
+                prefetch = list(upcoming[2])
         blocks = _chunks(gn, max(1, cfg.ifm_depth // d.batch)) if (fc and d.flatten) else \
             [[g] for g in range(gn)]
         for b in range(images):
@@ -271,6 +298,11 @@ def _lower_fp(em, d, cfg):
                 for block in blocks:
                     half = (_flatten_load(em, d, cfg, block) if fc and d.flatten else
                             _ifm_load(em, d, cfg, b, block[0], rows_in))
+                    for g in block:
+                        if own:
+                            own.pop(0)()
+                        if prefetch:
+                            prefetch.pop(0)()
                     for gi, g in enumerate(block):
                         if streamed:
                             wbase = em.weight_region(region_words)
@@ -355,17 +387,39 @@ def _lower_bp(em, d, cfg):
     streamed = d.streamed
     if fc and d.flatten:
         flat = layout.flat_length(d.in_channels, d.in_h, d.in_w, t)
-    for chunk in _chunks(lanes, d.tile_groups):
+    chunks = _chunks(lanes, d.tile_groups)
+
+    def resident_weights(chunk):
+        """The chunk's region and its transposed weight loads, one per reduction group."""
         nc = len(chunk)
-        region_words = nc * kk * (gm if not streamed else 1)
-        if not streamed:
-            wbase = em.weight_region(region_words)
-            for mg in range(gm):
+        region_words = nc * kk * gm
+        wbase = em.weight_region(region_words)
+
+        def piece(mg):
+            def emit():
                 off = wl.block_offset(mg, chunk[0])
                 em.emit(Op.LOAD, [_dram(d.addr_weight + off, nc * wl.block_words)],
-                        [_wbank(wbase, wbase + region_words)], target=Target.WEIGHT,
-                        transpose=1, addr_a=d.addr_weight + off, count=nc, runs=1, taps=kk,
+                        [_wbank(wbase + (l * gm + mg) * kk, wbase + (l * gm + mg + 1) * kk)
+                         for l in range(nc)], target=Target.WEIGHT, transpose=1,
+                        addr_a=d.addr_weight + off, count=nc, runs=1, taps=kk,
                         bank_base=wbase + mg * kk, bank_step=gm * kk)
+            return emit
+        return wbase, [piece(mg) for mg in range(gm)]
+
+    # As in FP: each reduction group's weights just before its first jobs, a later chunk's
+    # during the previous chunk's first tile.
+    upcoming = resident_weights(chunks[0]) if not streamed else None
+    for ci, chunk in enumerate(chunks):
+        nc = len(chunk)
+        region_words = nc * kk * (gm if not streamed else 1)
+        prefetch, own = [], []
+        if not streamed:
+            wbase = upcoming[0]
+            if ci == 0:
+                own = list(upcoming[1])
+            if ci + 1 < len(chunks):
+                upcoming = resident_weights(chunks[ci + 1])
+                prefetch = list(upcoming[1])
         for b in range(images):
             for y0, y1 in _rows(in_h, tr):
                 rows = (0, 1) if fc else layout.bp_output_rows(_as_layer(d), y0, y1, ho)
@@ -373,6 +427,10 @@ def _lower_bp(em, d, cfg):
                 tile_px = (y1 - y0) * in_w
                 for g in range(gm):
                     half, a0, a1 = _grad_z_load(em, d, cfg, Target.IFM, b, g, rows)
+                    if own:
+                        own.pop(0)()
+                    if prefetch:
+                        prefetch.pop(0)()
                     if streamed:
                         wbase = em.weight_region(region_words)
                         off = wl.block_offset(g, chunk[0])

@@ -5,7 +5,7 @@
 (:mod:`ef_train_hdl.lower`): every instruction gets a duration from a formula — a COMPUTE the
 tile engine's exact job cycles (:func:`ef_train_hdl.model.tiles.job_cycles`), a LOAD its DRAM
 latency and beats, a STORE its drain (one beat per P cycles, held up while the engine owns
-what it reads), post-op latency and write beats — and the three units, the instruction fetch
+what it reads: the tokens see to it), post-op latency and write beats — and the three units, the instruction fetch
 and the two DMA channels are then overlapped exactly as far as the program's tokens, the
 queues and the shared read channel let them (a schedule computed instruction by instruction,
 not a cycle simulation). The constants below are the gateware's pipeline latencies; `bench
@@ -63,32 +63,56 @@ class ProgramPerf:
 
 
 class _Channel:
-    """An in-order DMA channel: a request of ``beats`` issued at ``t`` delivers its first beat
-    ``latency`` cycles later or when the previous request's beats are done, whichever is later,
-    then one beat a cycle (``rate``)."""
+    """The read channel, shared by every client: a request of ``beats`` issued at ``t``
+    delivers them from ``latency`` cycles later, one beat a cycle (``rate``), in the first
+    stretch of that length the channel has free. Requests are pieces of at most 64 beats
+    and the router takes them from its clients in turn, so filling gaps in time (not in
+    program order) is how their beats interleave on the bus."""
 
     def __init__(self, latency, rate=1.0):
         self.latency, self.rate = latency, rate
-        self.free = 0
+        self.busy = []           # sorted, disjoint [start, end) stretches of data beats
         self.beats = 0
 
     def transfer(self, t, beats):
-        start = max(t + self.latency, self.free)
-        self.free = start + beats / self.rate
+        import bisect
+        length = beats / self.rate
+        start = t + self.latency
+        i = bisect.bisect_right(self.busy, (start, float("inf"))) - 1
+        if i >= 0 and self.busy[i][1] > start:
+            start = self.busy[i][1]
+        i = max(i, 0)
+        while i < len(self.busy):
+            s, e = self.busy[i]
+            if e <= start:
+                i += 1
+                continue
+            if s >= start + length:
+                break
+            start = max(start, e)
+            i += 1
+        end = start + length
+        bisect.insort(self.busy, (start, end))
         self.beats += beats
-        return start, self.free
+        return start, end
 
 
 def _beats(words, f):
     return -(-int(words) // f)
 
 
-def program_perf(program, cfg, dram=TileDram()):
+def program_perf(program, cfg, dram=TileDram(), trace=None):
     """:class:`ProgramPerf` of ``program`` (a list of :class:`~ef_train_hdl.isa.Instr` with
-    tokens, ending with END) on ``cfg`` with ``dram``."""
+    tokens, ending with END) on ``cfg`` with ``dram``. ``trace``, a list, receives
+    ``(index, unit, start, end)`` of every instruction (to see where the time goes)."""
     f, t = cfg.floats_per_beat, cfg.tm
     piece = 64 * f
     rd = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate)
+    # The storer's reads (SGD operands) share the bus with the loader's, but the router takes
+    # requests in turn and the storer only ever runs ahead of nothing: its pieces fill the
+    # bus around the loads, which set the pace of the jobs. They are scheduled on a channel of
+    # their own, and the two together bound the program by the bus's bandwidth at the end.
+    rd_store = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate)
     wr_free = 0.0
     fetch_beats = 0
 
@@ -228,7 +252,7 @@ def program_perf(program, cfg, dram=TileDram()):
             p = 1 << instr.log2_p
             if instr.source == Source.DRAM:
                 src_beats, rate = _beats(words, f), 1.0
-                ds, de = rd.transfer(s0, src_beats)
+                ds, de = rd_store.transfer(s0, src_beats)
                 read_beats += src_beats
                 src_end = de
                 src_first = ds
@@ -237,25 +261,29 @@ def program_perf(program, cfg, dram=TileDram()):
                 src_beats = instr.drain_count * per
                 reads = src_beats * p
                 d0 = s0 + DRAIN_SETUP
-                if instr.source == Source.WEIGHT:
-                    src_end = engine_idle_time(d0, reads) + 6 + 7 * instr.log2_p
-                else:
-                    # The half it drains is free once the jobs on it are done (tokens).
-                    src_end = d0 + reads + 6 + 7 * instr.log2_p
+                # The half (or weight region) it drains is free once the jobs on it are
+                # done, which its tokens wait for; the array works on the other meanwhile.
+                src_end = d0 + reads + 6 + 7 * instr.log2_p
                 src_first = d0 + 6 + 7 * instr.log2_p
             out_beats = _beats(words, f)
             lat = 0
             w_first = src_first
             if instr.post in (Post.SGD, Post.SGD_MOMENTUM):
                 streams = 2 if instr.post == Post.SGD_MOMENTUM else 1
-                left, r_end = words, s0
+                # The SGD consumes its operands at the write channel's pace (w' and v': two
+                # write beats an input beat with momentum), and its reader keeps two pieces
+                # a stream in flight, so its pieces spread over the store.
+                pace = _beats(piece, f) * streams
+                left, r_end, k_piece = words, s0, 0
                 while left > 0:
                     w = min(piece, left)
+                    issue = s0 + max(0, k_piece - 1) * pace
                     for _ in range(streams):
-                        ds, de = rd.transfer(s0, _beats(w, f))
+                        ds, de = rd_store.transfer(issue, _beats(w, f))
                         r_end = max(r_end, de)
                         w_first = max(w_first, ds) if left == words else w_first
                     left -= w
+                    k_piece += 1
                 read_beats += streams * out_beats
                 lat = SGD_LATENCY[instr.post]
                 src_end = max(src_end, r_end)
@@ -280,7 +308,12 @@ def program_perf(program, cfg, dram=TileDram()):
             signal(instr, unit, e, to_load=ack)
         started[unit].append(start)
         t_end = max(t_end, end[k])
+        if trace is not None:
+            trace.append((k, unit, start, end[k]))
 
+    # Every read beat crosses the one bus: the program takes at least that long.
+    first_read = min([b[0] for b in rd.busy + rd_store.busy], default=0)
+    t_end = max(t_end, first_read + (rd.beats + rd_store.beats) / dram.read_rate)
     busy = sum(e - s for s, e in engine_busy)
     return ProgramPerf(cycles=int(round(t_end)), engine_busy=int(busy), ops=ops,
                        read_beats=read_beats + fetch_beats, write_beats=write_beats,

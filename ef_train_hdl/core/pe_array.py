@@ -98,7 +98,9 @@ class PeArray(wiring.Component):
     ofm_rdata : ``In(32).array(Tm)``
         OFM bank m word, one cycle after its address.
     w_load : ``In(stream.Signature(weight_load_layout(cfg)))``
-        Loader writes into the weight banks (a beat into a region ``w_owned`` names waits).
+        Loader writes into the weight banks (a beat into a region a WU job in flight
+        accumulates into waits; FP/BP jobs only read, and the tokens keep loads away from the
+        words they read).
     w_owned : ``In(2)``
         Bit s: a job in flight uses weight region s (bank words ``s * depth/2 ..``): the
         array drives that region's ports; the loader and the drain use the other.
@@ -171,9 +173,10 @@ class PeArray(wiring.Component):
                 x[r][j] = delay(x[r - 1][j], 1, f"x{r}_{j}")
 
         # -- weight banks: two regions (halves) of each, each its own memory -------------------
-        # The array uses the regions its jobs own (``w_owned``); the loader writes and the drain
-        # reads the other one meanwhile, so the next chunk's weights load and the last chunk's
-        # weight gradients drain while the array computes.
+        # The array reads the regions its jobs own (``w_owned``), and in WU writes them; the
+        # drain reads the other one meanwhile, and the loader writes any region the array does
+        # not write, so the next chunk's weights load and the last chunk's weight gradients
+        # drain while the array computes.
         half = cfg.weight_depth // 2
         top = addr_bits(cfg.weight_depth) - 1          # the address bit that picks the region
         banks = [[None] * tn for _ in range(tm)]
@@ -184,7 +187,9 @@ class PeArray(wiring.Component):
                     m.submodules[f"wbank{r}_{j}_{s_}"] = mem
                 banks[r][j] = pair
         load = self.w_load.payload
-        m.d.comb += self.w_load.ready.eq(~self.w_owned.bit_select(load.addr[top], 1))
+        # The loader may write a region the array only reads (FP/BP: other words, which the
+        # tokens keep apart), not one it accumulates into (WU: the array has its write port).
+        m.d.comb += self.w_load.ready.eq(~(self.w_owned.bit_select(load.addr[top], 1) & wu))
         drain_sel = Signal()
         m.d.sync += drain_sel.eq(self.w_drain_addr[top])
 
@@ -290,7 +295,7 @@ class PeArray(wiring.Component):
                         m.d.comb += [wp.addr.eq(wctl.acc_addr[:top]),
                                      wp.data.eq(adders[j].result),
                                      wp.en.eq(wctl.valid & (wctl.acc_addr[top] == s_))]
-                    with m.Elif(~self.w_owned[s_]):
+                    with m.Else():
                         m.d.comb += [wp.addr.eq(load.addr[:top]), wp.data.eq(word),
                                      wp.en.eq(self.w_load.valid & hit &
                                               (load.addr[top] == s_))]
