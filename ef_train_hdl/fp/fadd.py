@@ -101,19 +101,27 @@ class FAdd(wiring.Component):
             sig_small=Mux(small_zero, 0, Cat(small[0:23], 1)),
             shift=Mux(diff > 27, 27, diff)[0:5])
 
-        # 3: align the smaller significand; keep what falls out for the sticky bit
-        wide = Signal(24 + 27)
-        m.d.comb += wide.eq(Cat(C(0, 27), s["sig_small"]) >> s["shift"])
+        # 3: align the smaller significand (three guard bits below it); the bits that fall
+        #    out below the guards only matter as the sticky bit: whether any of the
+        #    ``shift - 3`` lowest bits of the significand is set (a mask, not a wider shift)
+        aligned = Signal(27)
+        m.d.comb += aligned.eq(Cat(C(0, 3), s["sig_small"]) >> s["shift"])
+        lost = Signal(24)
+        for i in range(24):
+            m.d.comb += lost[i].eq(s["sig_small"][i] & (s["shift"] > i + 3))
         s = stage({k: v for k, v in s.items() if k not in ("sig_small", "shift")},
-            small_hi=wide[24:51], small_lo=wide[0:24])
+            small_hi=aligned, small_lo=lost != 0)
 
         # 4: add or subtract (|big| >= |small|, so the difference is not negative); guard,
         #    round and sticky bits below the significand
-        small27 = Cat(s["small_hi"][0] | (s["small_lo"] != 0), s["small_hi"][1:27])
+        small27 = Cat(s["small_hi"][0] | s["small_lo"], s["small_hi"][1:27])
         big27 = Cat(C(0, 3), s["sig_big"])
+        # One adder for both: big - small = big + ~small + 1 (the inverted operand and the
+        # carry-in come out of the LUTs in front of the carry chain).
+        inv = s["sub"].replicate(27)
         s = stage({k: v for k, v in s.items()
                    if k not in ("small_hi", "small_lo", "sig_big", "sub")},
-            sum=Mux(s["sub"], big27 - small27, big27 + small27)[0:28])
+            sum=(big27 + (small27 ^ inv) + s["sub"])[0:28] ^ Cat(C(0, 27), s["sub"]))
 
         # 5: leading zeros of the sum below the carry bit; the exponent's neighbours
         e = s["exp"]
