@@ -297,7 +297,12 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
                       if instr.post in (Post.SGD, Post.SGD_MOMENTUM) else
                       (2 if instr.post in (Post.POOL, Post.RELU_POOL) else runs))
             w_start = max(w_first + lat, wr_free, s0 + WRITE_CMD)
-            w_end = max(w_start + out_beats + pieces * WRITE_CMD, src_end + lat + 2)
+            # A source slower than the writes is the pace, except that with momentum the
+            # staged v' of each piece goes out while the source waits (the SGD's output is
+            # one w' and one v' a beat).
+            held = _beats(words, f) if instr.post == Post.SGD_MOMENTUM else 0
+            w_end = max(w_start + out_beats + pieces * WRITE_CMD,
+                        src_end + lat + 2 + held + pieces * WRITE_CMD)
             wr_free = w_end
             write_beats += out_beats
             e = w_end + 2

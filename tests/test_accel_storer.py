@@ -15,6 +15,7 @@ from ef_train_hdl import isa
 from ef_train_hdl.accel.readmux import ReadRouter
 from ef_train_hdl.accel.storer import STORER_FIFOS, Storer
 from ef_train_hdl.axi.dma import Dma
+from ef_train_hdl.core.drain import drain_lanes
 from ef_train_hdl.axi.dram_model import AxiRamModel
 from ef_train_hdl.descriptor import f32_bits
 from ef_train_hdl.isa import Op, Post, Source
@@ -95,7 +96,7 @@ def test_stores_match_machine(tmp_path, preset_name, seed, stall):
         ram = AxiRamModel(rig.dma.m_axi, got_mem, max_burst_beats=cfg.max_burst_beats,
                           read_latency=(1, 30), write_latency=(1, 20), ar_stall=stall,
                           aw_stall=stall, w_stall=stall, r_gap=stall, b_gap=stall, rng=seed)
-        f = cfg.floats_per_beat
+        r = drain_lanes(cfg)   # the drain's beats are narrower than the DMA's
 
         async def driver(ctx):
             ctx.set(st.avail_compute, 200)
@@ -111,8 +112,8 @@ def test_stores_match_machine(tmp_path, preset_name, seed, stall):
                 ctx.set(st.drain_job.ready, 1)
                 await ctx.tick()
                 ctx.set(st.drain_job.ready, 0)
-                beats = [dict(data=[int(x) for x in words[i:i + f]], last=0)
-                         for i in range(0, len(words), f)]
+                beats = [dict(data=[int(x) for x in words[i:i + r]], last=0)
+                         for i in range(0, len(words), r)]
                 beats[-1]["last"] = 1
                 await stream_put(ctx, st.drain_in, beats, rng=rnd, idle_prob=stall)
 

@@ -28,7 +28,7 @@ from amaranth.utils import exact_log2
 from .. import isa
 from ..axi.common import command_layout
 from ..axi.dma_read import read_beat_layout
-from ..core.drain import drain_beat_layout
+from ..core.drain import drain_beat_layout, drain_lanes
 from ..core.job import drain_layout
 from ..core.postops import MaxPoolForward, ReluForward, SgdUpdate, word_lanes
 from ..isa import Op, Post, Source, pool_max_width
@@ -127,15 +127,21 @@ class Storer(wiring.Component):
 
         # -- the source: drain beats or DRAM words ------------------------------------------
         src = _iface("src", f)
+        r_ = drain_lanes(cfg)
+        drain_wide = m.submodules.drain_wide = Widen(r_, f // r_)
         take_src = running & (src_left != 0)
         with m.If(src_dram):
             m.d.comb += [src.valid.eq(self.data_g.valid & take_src),
                          src.payload.eq(self.data_g.payload.data),
                          self.data_g.ready.eq(src.ready & take_src)]
         with m.Else():
-            m.d.comb += [src.valid.eq(self.drain_in.valid & take_src),
-                         src.payload.eq(self.drain_in.payload.data),
-                         self.drain_in.ready.eq(src.ready & take_src)]
+            # The drain's beats are half a DMA beat: two of them make one here.
+            m.d.comb += [drain_wide.i.valid.eq(self.drain_in.valid),
+                         drain_wide.i.payload.eq(self.drain_in.payload.data),
+                         self.drain_in.ready.eq(drain_wide.i.ready),
+                         src.valid.eq(drain_wide.o.valid & take_src),
+                         src.payload.eq(drain_wide.o.payload),
+                         drain_wide.o.ready.eq(src.ready & take_src)]
         with m.If(src.valid & src.ready):
             m.d.sync += src_left.eq(src_left - 1)
 
@@ -160,7 +166,34 @@ class Storer(wiring.Component):
         widen = m.submodules.widen = Widen(f, t // f)
         pool_u = m.submodules.pool = MaxPoolForward(t, pool_max_width(cfg))
         narrow = m.submodules.narrow = Narrow(f, t // f)
-        sgd_u = m.submodules.sgd = SgdUpdate(f, momentum=cfg.momentum)
+        # SGD with momentum writes two beats (w', v') a gradient beat, so half a beat's
+        # lanes keep up with the write channel (plain SGD runs at half a beat a cycle).
+        sl = max(1, f // 2)
+        sgd_u = m.submodules.sgd = SgdUpdate(sl, momentum=cfg.momentum)
+        for name in ("w", "dw", "v"):
+            m.submodules[f"sgd_narrow_{name}"] = Narrow(sl, f // sl)
+        n_w, n_dw, n_v = (m.submodules[f"sgd_narrow_{x}"] for x in ("w", "dw", "v"))
+        # w' and v' of two half beats -> one beat of each.
+        sgd_out = m.submodules.sgd_widen = Widen(2 * sl, f // sl)
+        o_lanes = sgd_u.o.payload
+        m.d.comb += [sgd_out.i.valid.eq(sgd_u.o.valid), sgd_u.o.ready.eq(sgd_out.i.ready)]
+        for i in range(sl):
+            m.d.comb += sgd_out.i.payload[i].eq(o_lanes.w[i])
+            if cfg.momentum:
+                m.d.comb += sgd_out.i.payload[sl + i].eq(o_lanes.v[i])
+        sgd_w = Signal(words(f))
+        sgd_v = Signal(words(f))
+        for k in range(f // sl):
+            for i in range(sl):
+                m.d.comb += [sgd_w[k * sl + i].eq(sgd_out.o.payload[k * 2 * sl + i]),
+                             sgd_v[k * sl + i].eq(sgd_out.o.payload[k * 2 * sl + sl + i])]
+        m.d.comb += [sgd_u.dw.valid.eq(n_dw.o.valid), sgd_u.dw.payload.eq(n_dw.o.payload),
+                     n_dw.o.ready.eq(sgd_u.dw.ready),
+                     sgd_u.w.valid.eq(n_w.o.valid), sgd_u.w.payload.eq(n_w.o.payload),
+                     n_w.o.ready.eq(sgd_u.w.ready)]
+        if cfg.momentum:
+            m.d.comb += [sgd_u.v.valid.eq(n_v.o.valid), sgd_u.v.payload.eq(n_v.o.payload),
+                         n_v.o.ready.eq(sgd_u.v.ready)]
         m.d.comb += [pool_u.width.eq(cur.pool_width), pool_u.height.eq(cur.pool_height),
                      sgd_u.lr.eq(cur.lr)]
         if cfg.momentum:
@@ -192,23 +225,23 @@ class Storer(wiring.Component):
         with m.Elif(is_sgd):
             w_ok = running & (w_left != 0)
             v_ok = running & (v_left != 0)
-            m.d.comb += [sgd_u.dw.valid.eq(sel.valid), sgd_u.dw.payload.eq(sel.payload),
-                         sel.ready.eq(sgd_u.dw.ready),
-                         sgd_u.w.valid.eq(self.data_w.valid & w_ok),
-                         sgd_u.w.payload.eq(self.data_w.payload.data),
-                         self.data_w.ready.eq(sgd_u.w.ready & w_ok)]
+            m.d.comb += [n_dw.i.valid.eq(sel.valid), n_dw.i.payload.eq(sel.payload),
+                         sel.ready.eq(n_dw.i.ready),
+                         n_w.i.valid.eq(self.data_w.valid & w_ok),
+                         n_w.i.payload.eq(self.data_w.payload.data),
+                         self.data_w.ready.eq(n_w.i.ready & w_ok)]
             if cfg.momentum:
-                m.d.comb += [sgd_u.v.valid.eq(self.data_v.valid & v_ok),
-                             sgd_u.v.payload.eq(self.data_v.payload.data),
-                             self.data_v.ready.eq(sgd_u.v.ready & v_ok)]
+                m.d.comb += [n_v.i.valid.eq(self.data_v.valid & v_ok),
+                             n_v.i.payload.eq(self.data_v.payload.data),
+                             self.data_v.ready.eq(n_v.i.ready & v_ok)]
             # w' to the writer; v' (momentum) into the staging FIFO at the same time.
             v_room = Mux(is_mom, vstage.w_rdy, 1)
-            m.d.comb += [main.valid.eq(sgd_u.o.valid & v_room),
-                         main.payload.eq(sgd_u.o.payload.w),
-                         sgd_u.o.ready.eq(main.ready & v_room)]
+            m.d.comb += [main.valid.eq(sgd_out.o.valid & v_room),
+                         main.payload.eq(sgd_w),
+                         sgd_out.o.ready.eq(main.ready & v_room)]
             if cfg.momentum:
-                m.d.comb += [vstage.w_en.eq(sgd_u.o.valid & main.ready & is_mom),
-                             vstage.w_data.eq(sgd_u.o.payload.v)]
+                m.d.comb += [vstage.w_en.eq(sgd_out.o.valid & main.ready & is_mom),
+                             vstage.w_data.eq(sgd_v)]
         with m.Else():
             _flow(m, relu_out, main)
         with m.If(self.data_w.valid & self.data_w.ready):

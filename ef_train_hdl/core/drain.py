@@ -5,7 +5,7 @@ section 4); the drain reads them one per cycle and a chain of log2(A) pairing st
 consecutive pairs, level by level, which is exactly the contract's ``tree_sum``. A stage
 whose level the job's P does not reach passes values through.
 
-Order of the output beats (``R = min(floats_per_beat, Tm, Tn)`` words each):
+Order of the output beats (``R = drain_lanes(cfg)`` words each, half a DMA beat):
 
 - ``OFM`` (FP/BP results in an OFM half): for each of ``count`` pixels from ``base``, the Tm
   lanes in beats of R (the activation layout's lane order);
@@ -32,8 +32,12 @@ FIFO_DEPTH = 32
 
 
 def drain_lanes(cfg):
-    """Words per drained beat."""
-    return min(cfg.floats_per_beat, cfg.tm, cfg.tn)
+    """Words per drained beat: half a DMA beat (at least one word). A tile drains while the
+    next one computes, at least 9 cycles a pixel for a 3x3 kernel against Tm / R cycles a
+    pixel here, and a weight-gradient drain feeds SGD with momentum, which writes two beats
+    a gradient beat: the half width costs no time where it matters and halves the
+    partial-sum reducer (3 x R adders)."""
+    return max(1, min(cfg.floats_per_beat, cfg.tm, cfg.tn) // 2)
 
 
 def drain_beat_layout(cfg):
