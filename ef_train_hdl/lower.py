@@ -245,37 +245,54 @@ def _lower_fp(em, d, cfg):
                                        ho // 2 if d.pool else ho, wo // 2 if d.pool else wo, t))
     chunks = _chunks(wl.m_groups, d.tile_groups)
 
-    def resident_weights(chunk):
+    def resident_weights(chunk, first=False):
         """The chunk's region and its weight loads, one per input group (the blocks of every
         output group of the chunk for that input group: ``nc`` runs), the biases with the
-        first: ``(wbase, bias_base, [emit group g's loads])``."""
+        first: ``(wbase, bias_base, [emit group g's loads])``. ``first``: the program's first
+        chunk, whose first group loads block by block."""
         nc = len(chunk)
         wbase = em.weight_region(nc * gn * kk + (nc if d.bias else 0))
         bias_base = wbase + nc * gn * kk
 
-        def piece(g):
-            def emit():
-                off = wl.block_offset(chunk[0], g)
-                em.emit(Op.LOAD, [_dram(d.addr_weight + wl.block_offset(mg, g),
-                                        wl.block_words) for mg in chunk],
+        def piece(g, split=False):
+            """Group ``g``'s loads; ``split``: one load per output group, each followed by
+            its bias, so that the first job waits for its own block only (the program's
+            first weights: nothing computes while they load)."""
+            def load(mls):
+                ml0, mg0 = mls[0], chunk[mls[0]]
+                em.emit(Op.LOAD, [_dram(d.addr_weight + wl.block_offset(chunk[ml], g),
+                                        wl.block_words) for ml in mls],
                         [_wbank(wbase + (ml * gn + g) * kk, wbase + (ml * gn + g + 1) * kk)
-                         for ml in range(nc)], target=Target.WEIGHT,
-                        addr_a=d.addr_weight + off, count=1, runs=nc, taps=kk,
-                        dram_stride=gn * wl.block_words, bank_base=wbase + g * kk,
-                        bank_run_stride=gn * kk, bank_step=kk)
+                         for ml in mls], target=Target.WEIGHT,
+                        addr_a=d.addr_weight + wl.block_offset(mg0, g), count=1,
+                        runs=len(mls), taps=kk, dram_stride=gn * wl.block_words,
+                        bank_base=wbase + (ml0 * gn + g) * kk, bank_run_stride=gn * kk,
+                        bank_step=kk)
+
+            def bias(mls):
                 if d.bias and g == 0:           # the first group's jobs add the bias
-                    for ml, mg in enumerate(chunk):
+                    for ml in mls:
+                        mg = chunk[ml]
                         em.emit(Op.LOAD, [_dram(d.addr_bias + mg * t, t)],
                                 [_wbank(bias_base + ml, bias_base + ml + 1)],
                                 target=Target.BIAS, addr_a=d.addr_bias + mg * t, count=1,
                                 runs=1, bank_base=bias_base + ml)
+
+            def emit():
+                if split:
+                    for ml in range(nc):
+                        load([ml])
+                        bias([ml])
+                else:
+                    load(list(range(nc)))
+                    bias(list(range(nc)))
             return emit
-        return wbase, bias_base, [piece(g) for g in range(gn)]
+        return wbase, bias_base, [piece(g, split=first and g == 0) for g in range(gn)]
 
     # Resident weights, one load per input group: the first chunk's each just before the
     # first jobs that need it, every later chunk's during the previous chunk's first tile into
     # the other half of the weight banks, so that the array never waits for a whole chunk.
-    upcoming = resident_weights(chunks[0]) if not streamed else None
+    upcoming = resident_weights(chunks[0], first=True) if not streamed else None
     for ci, chunk in enumerate(chunks):
         nc = len(chunk)
         bias_words = nc if d.bias else 0
@@ -301,8 +318,6 @@ def _lower_fp(em, d, cfg):
                     for g in block:
                         if own:
                             own.pop(0)()
-                        if prefetch:
-                            prefetch.pop(0)()
                     for gi, g in enumerate(block):
                         if streamed:
                             wbase = em.weight_region(region_words)
@@ -342,6 +357,12 @@ def _lower_fp(em, d, cfg):
                                     out_cols=wo, ifm_base=plane[2], w_base=w_base,
                                     ofm_base=ofm_base, term_base=g,
                                     bias_addr=bias_base + ml if use_bias else 0)
+                    # The next chunk's weights for these groups: after their jobs in the
+                    # program, so that the loader fetches them while the jobs run (the jobs
+                    # do not queue behind them).
+                    for g in block:
+                        if prefetch:
+                            prefetch.pop(0)()
                 for ml, mg in enumerate(chunk):
                     _fp_store(em, d, cfg, out_lay, b, mg, r0, r1, wo, ofm_half,
                               ml * tile_px * p, p)
@@ -389,26 +410,35 @@ def _lower_bp(em, d, cfg):
         flat = layout.flat_length(d.in_channels, d.in_h, d.in_w, t)
     chunks = _chunks(lanes, d.tile_groups)
 
-    def resident_weights(chunk):
-        """The chunk's region and its transposed weight loads, one per reduction group."""
+    def resident_weights(chunk, first=False):
+        """The chunk's region and its transposed weight loads, one per reduction group;
+        ``first``: the program's first chunk, whose first group loads block by block (as
+        in FP)."""
         nc = len(chunk)
         region_words = nc * kk * gm
         wbase = em.weight_region(region_words)
 
-        def piece(mg):
-            def emit():
-                off = wl.block_offset(mg, chunk[0])
-                em.emit(Op.LOAD, [_dram(d.addr_weight + off, nc * wl.block_words)],
+        def piece(mg, split=False):
+            def load(l0, n):
+                off = wl.block_offset(mg, chunk[l0])
+                em.emit(Op.LOAD, [_dram(d.addr_weight + off, n * wl.block_words)],
                         [_wbank(wbase + (l * gm + mg) * kk, wbase + (l * gm + mg + 1) * kk)
-                         for l in range(nc)], target=Target.WEIGHT, transpose=1,
-                        addr_a=d.addr_weight + off, count=nc, runs=1, taps=kk,
-                        bank_base=wbase + mg * kk, bank_step=gm * kk)
+                         for l in range(l0, l0 + n)], target=Target.WEIGHT, transpose=1,
+                        addr_a=d.addr_weight + off, count=n, runs=1, taps=kk,
+                        bank_base=wbase + (l0 * gm + mg) * kk, bank_step=gm * kk)
+
+            def emit():
+                if split:
+                    for l in range(nc):
+                        load(l, 1)
+                else:
+                    load(0, nc)
             return emit
-        return wbase, [piece(mg) for mg in range(gm)]
+        return wbase, [piece(mg, split=first and mg == 0) for mg in range(gm)]
 
     # As in FP: each reduction group's weights just before its first jobs, a later chunk's
     # during the previous chunk's first tile.
-    upcoming = resident_weights(chunks[0]) if not streamed else None
+    upcoming = resident_weights(chunks[0], first=True) if not streamed else None
     for ci, chunk in enumerate(chunks):
         nc = len(chunk)
         region_words = nc * kk * (gm if not streamed else 1)
@@ -429,8 +459,6 @@ def _lower_bp(em, d, cfg):
                     half, a0, a1 = _grad_z_load(em, d, cfg, Target.IFM, b, g, rows)
                     if own:
                         own.pop(0)()
-                    if prefetch:
-                        prefetch.pop(0)()
                     if streamed:
                         wbase = em.weight_region(region_words)
                         off = wl.block_offset(g, chunk[0])
@@ -450,6 +478,8 @@ def _lower_bp(em, d, cfg):
                                 col_off=0 if fc else d.pad, in_rows=a1 - a0, in_cols=wo,
                                 out_rows=y1 - y0, out_cols=in_w, ifm_base=0, w_base=w_base,
                                 ofm_base=ofm_base, term_base=g)
+                    if prefetch:             # after the jobs (see FP)
+                        prefetch.pop(0)()
                 for l, ng in enumerate(chunk):
                     base = l * tile_px * p
                     src = [_bank("ofm", ofm_half, base, base + tile_px * p)]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .core.drain import drain_lanes
 from .isa import INSTR_WORDS, LoadMode, Op, Post, Source, Target
 from .model.tiles import job_cycles
 
@@ -257,7 +258,7 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
                 src_end = de
                 src_first = ds
             else:
-                per = (t * t if instr.source == Source.WEIGHT else t) // f
+                per = (t * t if instr.source == Source.WEIGHT else t) // drain_lanes(cfg)
                 src_beats = instr.drain_count * per
                 reads = src_beats * p
                 d0 = s0 + DRAIN_SETUP

@@ -182,6 +182,18 @@ def test_fault_stops_with_its_code(accel, name):
     _check_good(accel)
 
 
+def test_dram_base_moves_every_access():
+    """With DRAM_BASE set, the same program runs on the image placed there (a board's DMA
+    buffer) and touches nothing below it."""
+    base = 0x7000
+    backend = SimBackend(TINY, DRAM_WORDS, dram=DramTiming(read_latency=(1, 10), stall=0.2),
+                         dram_base=base)
+    _check_good(backend)
+    assert not backend.axi_mem[:base // 4].any(), "an access went below DRAM_BASE"
+    with pytest.raises(ValueError, match="4 KiB"):
+        SimBackend(TINY, 4096, dram_base=0x7004)
+
+
 def test_misaligned_start(accel):
     accel.write(PROG, isa.pack_program([Instr(Op.END)]))
     status = accel.run(PROG + 4)

@@ -19,7 +19,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "axi.md"
 def expected_const(cfg):
     """What the host must read from the const registers, stated here independently."""
     return {
-        "ID": int.from_bytes(b"EFTR", "big"), "VERSION": 0x00020000,
+        "ID": int.from_bytes(b"EFTR", "big"), "VERSION": 0x00020001,
         "TM": cfg.tm, "TN": cfg.tn, "K_MAX": cfg.k_max, "STRIDE_MAX": cfg.stride_max,
         "IFM_DEPTH": cfg.ifm_depth, "WEIGHT_DEPTH": cfg.weight_depth,
         "OFM_DEPTH": cfg.ofm_depth, "DMA_DATA_WIDTH": cfg.dma_data_width,

@@ -47,7 +47,7 @@ class Core(wiring.Component):
     Members
     -------
     m_axi : the DRAM port.
-    start, program_addr, abort : from the top level.
+    start, program_addr, abort, dram_base : from the top level.
     running, stopped, stop_sync, stop_addr, fault, fault_code, fault_addr, fault_index,
     dma_busy, rd_error, rd_error_code, rd_error_addr, wr_error, wr_error_code, wr_error_addr :
         to the top level.
@@ -61,7 +61,7 @@ class Core(wiring.Component):
         aw = cfg.addr_width
         members = {
             "m_axi": Out(AXI4Signature(data_width=cfg.dma_data_width, addr_width=aw)),
-            "start": In(1), "program_addr": In(aw), "abort": In(1),
+            "start": In(1), "program_addr": In(aw), "abort": In(1), "dram_base": In(aw),
             "running": Out(1), "stopped": Out(1), "stop_sync": Out(1), "stop_addr": Out(aw),
             "fault": Out(1), "fault_code": Out(ERROR_BITS), "fault_addr": Out(aw),
             "fault_index": Out(32), "dma_busy": Out(1),
@@ -88,6 +88,7 @@ class Core(wiring.Component):
         loader, compute, storer = units["load"], units["compute"], units["store"]
 
         wiring.connect(m, dma.m_axi, wiring.flipped(self.m_axi))
+        m.d.comb += dma.base.eq(self.dram_base)
         wiring.connect(m, router.dma_cmd, dma.rd_cmd)
         wiring.connect(m, dma.rd_data, router.dma_data)
         wiring.connect(m, cp.req_fetch, router.req_fetch)
@@ -222,6 +223,7 @@ class Accelerator(wiring.Component):
             csr.stop_addr.eq(stop_addr),
             csr.irq_status_done.eq(done_event), csr.irq_status_error.eq(error_event),
             core.program_addr.eq(csr.program_addr[:aw]),
+            core.dram_base.eq(csr.dram_base[:aw]),
             core.abort.eq(abort),
         ]
 

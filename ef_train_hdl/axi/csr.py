@@ -36,7 +36,7 @@ ACCESS = ("const", "ro", "rw", "w1p", "w1c")
 #: ``ID`` register: "EFTR" in ASCII.
 CSR_ID = 0x45465452
 #: ``VERSION`` register: major << 16 | minor. Bump the major when the map changes incompatibly.
-CSR_VERSION = (2 << 16) | 0
+CSR_VERSION = (2 << 16) | 1
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,11 @@ CSR_MAP = (
     ), "index of the instruction that failed"),
     *_wide("STOP_ADDR", 0x030, "byte address of the END / HOST_SYNC the last program stopped "
                                "at"),
+    *_wide("DRAM_BASE", 0x038, "byte address added to every DMA address: every other address "
+                               "(programs, descriptors, errors) is relative to it, so a DRAM "
+                               "image built from 0 runs wherever the buffer is (a board's DMA "
+                               "buffer); 4 KiB aligned: bits 11:0 are ignored",
+           access="rw"),
     *(_const(name, 0x040 + 4 * i, doc, (lambda attr: lambda config: getattr(config, attr))(a))
       for i, (name, a, doc) in enumerate(_CONFIG_REGS)),
     _const("FEATURES", 0x040 + 4 * len(_CONFIG_REGS),

@@ -6,7 +6,7 @@ so no arbitration is needed. This is the unit the top level instantiates and the
 Verilator test (``tests/test_axi_dma_verilator.py``) runs against cocotbext-axi's AxiRam.
 """
 
-from amaranth.hdl import Module
+from amaranth.hdl import Cat, Module
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out, flipped
 
@@ -36,6 +36,10 @@ class Dma(wiring.Component):
     rd_clear, wr_clear : In(1)
     abort : In(1)
         Both engines' ``abort`` (see them): drain the AXI transactions in flight safely.
+    base : In(config.addr_width)
+        Added to every AR and AW address (bits 11:0 ignored, so a 4 KiB-aligned offset that
+        keeps every burst within its 4 KiB page): where address 0 of the commands is in the
+        AXI address space. No register on the way: the engines' address outputs are.
     rd_<status>, wr_<status> : the engines' status and counter outputs (same names as the
         engines' members, e.g. ``rd_error_addr``, ``wr_stall_resp``).
     """
@@ -53,6 +57,7 @@ class Dma(wiring.Component):
             "rd_clear": In(1),
             "wr_clear": In(1),
             "abort": In(1),
+            "base": In(config.addr_width),
         }
         members["wr_data"] = In(stream.Signature(config.dma_data_width))
         for name in _READ_STATUS:
@@ -72,7 +77,9 @@ class Dma(wiring.Component):
         for engine, sig in ((reader, reader.axi.signature), (writer, writer.axi.signature)):
             for name, member in sig.members.items():
                 ours, theirs = getattr(self.m_axi, name), getattr(engine.axi, name)
-                if member.flow == Out:
+                if name in ("araddr", "awaddr"):
+                    m.d.comb += ours.eq(Cat(theirs[:12], theirs[12:] + self.base[12:]))
+                elif member.flow == Out:
                     m.d.comb += ours.eq(theirs)
                 else:
                     m.d.comb += theirs.eq(ours)

@@ -45,12 +45,20 @@ class Driver:
         What the host compiled for; checked against the registers.
     max_cycles : int
         How long a run may take (simulated cycles, or polls of STATUS on the board).
+    dram_base : int
+        Byte address of the DRAM image's word 0 on the accelerator's AXI port (DRAM_BASE;
+        a board's DMA buffer), 4 KiB aligned. Every address the driver and the programs use
+        is relative to it.
     """
 
-    def __init__(self, regs, cfg, *, max_cycles=100_000_000):
+    def __init__(self, regs, cfg, *, max_cycles=100_000_000, dram_base=0):
+        if dram_base < 0 or dram_base % 4096 or dram_base >> cfg.addr_width:
+            raise ValueError(f"dram_base must be a 4 KiB-aligned byte address below "
+                             f"2**{cfg.addr_width}, not 0x{dram_base:X}")
         self.regs = regs
         self.cfg = cfg
         self.max_cycles = max_cycles
+        self.dram_base = dram_base
 
     def _rd(self, name):
         return self.regs.read_reg(reg(name).offset)
@@ -85,6 +93,9 @@ class Driver:
     def run(self, addr):
         """Run the tile program at word address ``addr``; a :class:`RunStatus`."""
         byte_addr = int(addr) * 4
+        # Written with every run: a soft reset leaves it, a reload of the bitstream does not.
+        self._wr("DRAM_BASE_LO", self.dram_base & 0xFFFF_FFFF)
+        self._wr("DRAM_BASE_HI", self.dram_base >> 32)
         self._wr("IRQ_STATUS", 0x3)
         self._wr("PROGRAM_ADDR_LO", byte_addr & 0xFFFF_FFFF)
         self._wr("PROGRAM_ADDR_HI", byte_addr >> 32)

@@ -59,22 +59,30 @@ class SimBackend(Backend):
         Write a waveform of everything simulated to this file (large).
     max_cycles : int
         A run that takes longer fails with an error (a hang is a failure, not a hang).
+    dram_base : int
+        Byte address of the image on the AXI port (DRAM_BASE; 4 KiB aligned): the simulated
+        memory holds that many bytes below it, which a correct program never touches.
     """
 
     name = "sim"
     program_kind = "tile"
 
-    def __init__(self, cfg, dram_words, *, dram=None, vcd=None, max_cycles=50_000_000):
+    def __init__(self, cfg, dram_words, *, dram=None, vcd=None, max_cycles=50_000_000,
+                 dram_base=0):
         super().__init__(cfg, dram_words)
         from amaranth.sim import Simulator
         from ..accel import Accelerator
         from ..axi.dram_model import AxiRamModel
-        self.mem = np.zeros(int(dram_words), np.uint32)
+        # The AXI memory holds ``dram_base`` bytes below the image (as a board's DDR holds
+        # everything below its DMA buffer); ``mem`` is the image, a view from word 0.
+        self.dram_base = int(dram_base)
+        self.axi_mem = np.zeros(self.dram_base // 4 + int(dram_words), np.uint32)
+        self.mem = self.axi_mem[self.dram_base // 4:]
         self.dram = dram or DramTiming()
         self.max_cycles = max_cycles
         self.dut = Accelerator(cfg)
         d = self.dram
-        self.ram = AxiRamModel(self.dut.m_axi, self.mem, max_burst_beats=cfg.max_burst_beats,
+        self.ram = AxiRamModel(self.dut.m_axi, self.axi_mem, max_burst_beats=cfg.max_burst_beats,
                                read_latency=d.read_latency, write_latency=d.write_latency,
                                ar_stall=d.stall, aw_stall=d.stall, w_stall=d.stall,
                                r_gap=d.gap, b_gap=d.stall, errors=d.errors, rng=d.seed)
@@ -92,7 +100,7 @@ class SimBackend(Backend):
             self._vcd = self.sim.write_vcd(str(vcd))
             self._vcd.__enter__()
         from .driver import Driver
-        self.driver = Driver(self, cfg, max_cycles=max_cycles)
+        self.driver = Driver(self, cfg, max_cycles=max_cycles, dram_base=self.dram_base)
         self.driver.identify()
 
     # -- the host, inside the simulation ------------------------------------------------------
