@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .core.drain import drain_lanes
+from .core.drain import drain_lanes, reduce_lanes
 from .isa import INSTR_WORDS, LoadMode, Op, Post, Source, Target
 from .model.tiles import job_cycles
 
@@ -258,7 +258,11 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
                 src_end = de
                 src_first = ds
             else:
-                per = (t * t if instr.source == Source.WEIGHT else t) // drain_lanes(cfg)
+                # Convolution results (OFM, P = 1) a beat a cycle; partial sums and weight
+                # gradients half a beat a cycle (core.drain).
+                lanes = drain_lanes(cfg) if (instr.source != Source.WEIGHT and
+                                             instr.log2_p == 0) else reduce_lanes(cfg)
+                per = (t * t if instr.source == Source.WEIGHT else t) // lanes
                 src_beats = instr.drain_count * per
                 reads = src_beats * p
                 d0 = s0 + DRAIN_SETUP

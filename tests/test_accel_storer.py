@@ -96,7 +96,7 @@ def test_stores_match_machine(tmp_path, preset_name, seed, stall):
         ram = AxiRamModel(rig.dma.m_axi, got_mem, max_burst_beats=cfg.max_burst_beats,
                           read_latency=(1, 30), write_latency=(1, 20), ar_stall=stall,
                           aw_stall=stall, w_stall=stall, r_gap=stall, b_gap=stall, rng=seed)
-        r = drain_lanes(cfg)   # the drain's beats are narrower than the DMA's
+        r = drain_lanes(cfg)   # words a drain beat
 
         async def driver(ctx):
             ctx.set(st.avail_compute, 200)

@@ -28,7 +28,7 @@ from amaranth.utils import exact_log2
 from .. import isa
 from ..axi.common import command_layout
 from ..axi.dma_read import read_beat_layout
-from ..core.drain import drain_beat_layout, drain_lanes
+from ..core.drain import drain_beat_layout
 from ..core.job import drain_layout
 from ..core.postops import MaxPoolForward, ReluForward, SgdUpdate, word_lanes
 from ..isa import Op, Post, Source, pool_max_width
@@ -127,21 +127,15 @@ class Storer(wiring.Component):
 
         # -- the source: drain beats or DRAM words ------------------------------------------
         src = _iface("src", f)
-        r_ = drain_lanes(cfg)
-        drain_wide = m.submodules.drain_wide = Widen(r_, f // r_)
         take_src = running & (src_left != 0)
         with m.If(src_dram):
             m.d.comb += [src.valid.eq(self.data_g.valid & take_src),
                          src.payload.eq(self.data_g.payload.data),
                          self.data_g.ready.eq(src.ready & take_src)]
         with m.Else():
-            # The drain's beats are half a DMA beat: two of them make one here.
-            m.d.comb += [drain_wide.i.valid.eq(self.drain_in.valid),
-                         drain_wide.i.payload.eq(self.drain_in.payload.data),
-                         self.drain_in.ready.eq(drain_wide.i.ready),
-                         src.valid.eq(drain_wide.o.valid & take_src),
-                         src.payload.eq(drain_wide.o.payload),
-                         drain_wide.o.ready.eq(src.ready & take_src)]
+            m.d.comb += [src.valid.eq(self.drain_in.valid & take_src),
+                         src.payload.eq(self.drain_in.payload.data),
+                         self.drain_in.ready.eq(src.ready & take_src)]
         with m.If(src.valid & src.ready):
             m.d.sync += src_left.eq(src_left - 1)
 

@@ -5,17 +5,28 @@ section 4); the drain reads them one per cycle and a chain of log2(A) pairing st
 consecutive pairs, level by level, which is exactly the contract's ``tree_sum``. A stage
 whose level the job's P does not reach passes values through.
 
-Order of the output beats (``R = drain_lanes(cfg)`` words each, half a DMA beat):
+Order of the output beats (``F = drain_lanes(cfg)`` words each, one DMA beat):
 
 - ``OFM`` (FP/BP results in an OFM half): for each of ``count`` pixels from ``base``, the Tm
-  lanes in beats of R (the activation layout's lane order);
+  lanes in beats of F (the activation layout's lane order);
 - ``WEIGHT`` (WU results): for each of ``count`` taps from ``base``, for each PE row m, the Tn
-  PEs in beats of R (the weight layout's ``[tap][mi][nj]`` order).
+  PEs in beats of F (the weight layout's ``[tap][mi][nj]`` order).
 
-Throughput: one beat per P cycles (P reads per beat); latency about 2 + 7*log2(P) cycles.
-The output has a FIFO and the drain only starts a beat when the FIFO will have room for it,
-so ``out.ready`` may stall at any time and nothing is lost. The drain waits while the tile
-engine owns the half (OFM) or the weight region (WEIGHT) it is asked to read.
+Two paths, both F words a beat at the output:
+
+- OFM results without partial sums (P = 1, every convolution): a whole beat a cycle straight
+  from the banks. This is the path that ends a layer (the last tile's drain overlaps
+  nothing), so it runs at the full rate.
+- Everything else — partial sums (P > 1: FC layers), and weight gradients, which feed the
+  SGD unit at its pace of two write beats a gradient beat — reads ``R = reduce_lanes(cfg)``
+  = F / 2 words a cycle through the pairing stages (3 x R adders instead of 3 x F) and two
+  of those make a beat.
+
+Throughput: OFM with P = 1 one beat a cycle; otherwise one beat per 2 P cycles (R words per P
+reads). Latency about 2 + 7*log2(P) cycles. The output has a FIFO and the drain only starts
+a read when the FIFO will have room for it, so ``out.ready`` may stall at any time and
+nothing is lost. The drain waits while the tile engine owns the half (OFM) or the weight
+region (WEIGHT) it is asked to read.
 """
 
 from amaranth.hdl import *
@@ -26,18 +37,23 @@ from amaranth.lib.wiring import In, Out
 from ..fp import FAdd
 from .job import DrainSource, TileError, addr_bits, drain_layout
 
-__all__ = ["Drain", "drain_lanes", "drain_beat_layout"]
+__all__ = ["Drain", "drain_lanes", "reduce_lanes", "drain_beat_layout"]
 
 FIFO_DEPTH = 32
 
 
 def drain_lanes(cfg):
-    """Words per drained beat: half a DMA beat (at least one word). A tile drains while the
-    next one computes, at least 9 cycles a pixel for a 3x3 kernel against Tm / R cycles a
-    pixel here, and a weight-gradient drain feeds SGD with momentum, which writes two beats
-    a gradient beat: the half width costs no time where it matters and halves the
-    partial-sum reducer (3 x R adders)."""
-    return max(1, min(cfg.floats_per_beat, cfg.tm, cfg.tn) // 2)
+    """Words per drained beat: one DMA beat (``min(floats_per_beat, Tm, Tn)``)."""
+    return min(cfg.floats_per_beat, cfg.tm, cfg.tn)
+
+
+def reduce_lanes(cfg):
+    """Words a cycle through the partial-sum reducer (and of weight-gradient reads): half a
+    beat. A weight-gradient drain feeds SGD with momentum, which writes two beats a gradient
+    beat, and partial sums are FC layers', where the drain is not the bottleneck: the half
+    width costs no time where it matters and halves the reducer (3 x R adders) and the
+    Tm x Tn-word weight read mux."""
+    return max(1, drain_lanes(cfg) // 2)
 
 
 def drain_beat_layout(cfg):
@@ -85,15 +101,20 @@ class Drain(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         tm, tn = cfg.tm, cfg.tn
-        r_ = drain_lanes(cfg)
+        f = drain_lanes(cfg)
+        r_ = reduce_lanes(cfg)
+        u = f // r_                     # reduced reads a beat (1 or 2)
         m = Module()
         job = Signal(drain_layout(cfg))
         wsrc = job.source == DrainSource.WEIGHT
+        # OFM without partial sums: whole beats straight from the banks.
+        wide = ~wsrc & (job.log2_p == 0)
         p = Signal(4)
         m.d.comb += p.eq(1 << job.log2_p)
 
-        fifo = m.submodules.fifo = SyncFIFOBuffered(width=32 * r_ + 1, depth=FIFO_DEPTH)
-        credits = Signal(range(FIFO_DEPTH + 1), init=FIFO_DEPTH)
+        fifo = m.submodules.fifo = SyncFIFOBuffered(width=32 * f + 1, depth=FIFO_DEPTH)
+        # Room in the FIFO, in reduced reads (a beat is u of them).
+        credits = Signal(range(u * FIFO_DEPTH + 1), init=u * FIFO_DEPTH)
         popped = self.out.valid & self.out.ready
         m.d.comb += [self.out.payload.eq(fifo.r_data), self.out.valid.eq(fifo.r_rdy),
                      fifo.r_en.eq(self.out.ready)]
@@ -101,8 +122,8 @@ class Drain(wiring.Component):
         # -- read loops: item (pixel or tap), row (WEIGHT), chunk, partial -----------------
         item, k = Signal(job.count.shape()), Signal(4)
         row, chunk = Signal(range(tm)), Signal(range(max(tm, tn) // r_ + 1))
-        n_chunks = Mux(wsrc, tn // r_, tm // r_)
-        # Beats still to leave the reducer (counting down keeps ``last`` a compare with 1).
+        n_chunks = Mux(wsrc, tn // r_, Mux(wide, tm // f, tm // r_))
+        # Beats still to go into the FIFO (counting down keeps ``last`` a compare with 1).
         beats_left = Signal(32)
         reading = Signal()
         issue = Signal()
@@ -120,8 +141,10 @@ class Drain(wiring.Component):
         blocked = Mux(wsrc, (regions & self.engine_w_owned).any(),
                       self.engine_ofm_owned.bit_select(job.half, 1))
         start_beat = k == 0
-        m.d.comb += issue.eq(reading & ~blocked & (~start_beat | (credits != 0)))
-        m.d.sync += credits.eq(credits - (issue & start_beat) + popped)
+        need = Mux(wide, u, 1)
+        m.d.comb += issue.eq(reading & ~blocked & (~start_beat | (credits >= need)))
+        m.d.sync += credits.eq(credits - Mux(issue & start_beat, need, 0) +
+                               Mux(popped, u, 0))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -137,8 +160,8 @@ class Drain(wiring.Component):
                              addr.eq(job.base), item_base.eq(job.base),
                              count_m1.eq(job.count - 1),
                              end.eq(job.base + (job.count << job.log2_p)),
-                             beats_left.eq(Mux(wsrc, job.count * (tm * (tn // r_)),
-                                               job.count * (tm // r_)))]
+                             beats_left.eq(Mux(wsrc, job.count * (tm * (tn // f)),
+                                               job.count * (tm // f)))]
                 m.next = "CHECK_RANGE"
             with m.State("CHECK_RANGE"):
                 m.d.comb += self.busy.eq(1)
@@ -174,8 +197,18 @@ class Drain(wiring.Component):
 
         # -- lane selection, one cycle after the read -----------------------------------------
         v0 = Signal()
-        sel_row, sel_chunk, sel_w = Signal.like(row), Signal.like(chunk), Signal()
-        m.d.sync += [v0.eq(issue), sel_row.eq(row), sel_chunk.eq(chunk), sel_w.eq(wsrc)]
+        sel_row, sel_chunk, sel_w, sel_wide = (Signal.like(row), Signal.like(chunk), Signal(),
+                                               Signal())
+        m.d.sync += [v0.eq(issue), sel_row.eq(row), sel_chunk.eq(chunk), sel_w.eq(wsrc),
+                     sel_wide.eq(wide)]
+        # The whole-beat path: F lanes of a pixel.
+        wide_lanes = Signal(data.ArrayLayout(32, f))
+        wide_valid = Signal()
+        for i in range(f):
+            words = Array(self.ofm_data[c * f + i] for c in range(tm // f))
+            m.d.sync += wide_lanes[i].eq(words[sel_chunk])
+        m.d.sync += wide_valid.eq(v0 & sel_wide)
+        # The reduced path: R lanes.
         lanes = Signal(data.ArrayLayout(32, r_))
         for i in range(r_):
             ofm_words = Array(self.ofm_data[c * r_ + i] for c in range(tm // r_))
@@ -184,7 +217,7 @@ class Drain(wiring.Component):
             m.d.sync += lanes[i].eq(Mux(sel_w, w_words[sel_row][sel_chunk],
                                         ofm_words[sel_chunk]))
         valid = Signal()
-        m.d.sync += valid.eq(v0)
+        m.d.sync += valid.eq(v0 & ~sel_wide)
 
         # -- pairing stages: tree_sum of the P partials -----------------------------------------
         for s in range(_log2(cfg.acc_interleave)):
@@ -212,8 +245,25 @@ class Drain(wiring.Component):
                 m.d.comb += out[i].eq(Mux(active, adders[i].result, passed[i]))
             lanes, valid = out, out_valid
 
+        # -- u reduced reads make a beat ---------------------------------------------------------
+        beat = Signal(data.ArrayLayout(32, f))
+        beat_valid = Signal()
+        if u == 1:
+            m.d.comb += [beat.eq(lanes), beat_valid.eq(valid)]
+        else:
+            first = Signal(data.ArrayLayout(32, r_))
+            have_first = Signal()
+            with m.If(valid):
+                m.d.sync += have_first.eq(~have_first)
+                with m.If(~have_first):
+                    m.d.sync += first.eq(lanes)
+            m.d.comb += [beat.eq(Cat(first.as_value(), lanes.as_value())),
+                         beat_valid.eq(valid & have_first)]
+        # One job at a time: the two paths never deliver in the same cycle.
+        w_data = Mux(wide_valid, wide_lanes.as_value(), beat.as_value())
+        w_en = wide_valid | beat_valid
         last = beats_left == 1
-        m.d.comb += [fifo.w_en.eq(valid), fifo.w_data.eq(Cat(lanes.as_value(), last))]
-        with m.If(valid):
+        m.d.comb += [fifo.w_en.eq(w_en), fifo.w_data.eq(Cat(w_data, last))]
+        with m.If(w_en):
             m.d.sync += beats_left.eq(beats_left - 1)
         return m
