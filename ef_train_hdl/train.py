@@ -37,13 +37,23 @@ def build_parser():
         prog="python -m ef_train_hdl.train", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="model",
-                   choices=["model", "tiles", "sim", "verilator"],
+                   choices=["model", "tiles", "sim", "verilator", "board"],
                    help="runtime backend: model (the bit-exact numpy model running the layer "
                         "descriptors; cycles from the analytical model), tiles (the tile "
                         "machine: the accelerator's tile program in numpy), sim (the whole "
                         "accelerator in the Amaranth simulator: slow), verilator (its Verilog "
-                        "under Verilator; the first run builds the model, minutes) "
+                        "under Verilator; the first run builds the model, minutes), board "
+                        "(the accelerator on a Zynq running Linux: docs/boards.md) "
                         "(default: model)")
+    p.add_argument("--csr-base", type=lambda s: int(s, 0), default=0xA000_0000,
+                   metavar="ADDR", help="board: physical address of the registers "
+                                        "(default: 0xA0000000, where the build puts them)")
+    p.add_argument("--udmabuf", metavar="NAME",
+                   help="board: use this u-dma-buf buffer (default: pynq.allocate where "
+                        "pynq is installed, else udmabuf0)")
+    p.add_argument("--irq", metavar="DEV",
+                   help="board: wait for the interrupt on this generic-uio device "
+                        "(/dev/uioN) instead of polling")
     p.add_argument("--dram-latency", type=int, default=30, metavar="CYCLES",
                    help="sim/verilator: DRAM read latency per burst in cycles (default: 30)")
     p.add_argument("--net", default="lenet", choices=sorted(NETWORKS),
@@ -107,6 +117,8 @@ def main(argv=None):
     elif args.backend == "sim":
         from .runtime.sim_backend import DramTiming
         options = dict(dram=DramTiming(read_latency=args.dram_latency))
+    elif args.backend == "board":
+        options = dict(csr_base=args.csr_base, udmabuf=args.udmabuf, irq=args.irq)
     trainer = Trainer(net, args.batch, cfg, backend=args.backend, lr=args.lr,
                       momentum=args.momentum, **options)
     if args.init:
