@@ -1,0 +1,188 @@
+"""Performance report: docs/performance.md with plots, from the model, a simulation and builds.
+
+Gathers in one record (``--json``) and one page (``--out``, default ``docs/performance.md``,
+plots next to it in ``docs/perf/``):
+
+- the analytical model of the paper's VGG-16 conv table (224x224, batch 16, the paper's DRAM
+  model: 16 bytes a cycle, 400 cycles per transfer, 100 MHz) for the ``zcu102`` (Tm = Tn = 16)
+  and ``ultra96`` presets, run here (about a minute): per-layer PE utilisation per phase
+  (``perf/util_vgg16.png``) and a roofline chart — attainable GFLOPS against arithmetic
+  intensity, flops per byte of the DRAM traffic the schedule really moves
+  (``perf/roofline_vgg16.png``);
+- cycle-accurate simulation of the reduced VGG stack and LeNet-5 from the JSON that
+  ``python -m ef_train_hdl.bench sim --json PATH`` wrote (``--sim-json``; it takes half an hour
+  under Verilator, so it is run apart): the model against the simulation per layer
+  (``perf/model_vs_sim.png``) and utilisation against the roofline bound;
+- the builds' resources from ``build/<board>/report.json`` where they exist
+  (``python -m ef_train_hdl.build --board ...``), for GFLOPS per DSP;
+- the comparison table with the paper (46.99 GFLOPS measured, 47.99 modelled, at 100 MHz on
+  the ZCU102, Tm = Tn = 16, 256 PEs: peak 51.2 GFLOPS).
+
+Every figure is a cycle count or a ratio of cycle counts; none is a wall-clock time.
+"""
+
+import json
+from pathlib import Path
+
+PAPER = {"gflops": 46.99, "model_gflops": 47.99, "clock_mhz": 100.0, "pes": 256}
+
+
+def add_arguments(parser):
+    parser.add_argument("--sim-json", metavar="PATH",
+                        help="the JSON of `python -m ef_train_hdl.bench sim --json PATH`")
+    parser.add_argument("--builds", default="build", metavar="DIR",
+                        help="folder of the board builds (default: build)")
+    parser.add_argument("--out", default="docs/performance.md", metavar="PATH",
+                        help="markdown page to write (default docs/performance.md)")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
+
+
+def _model(preset_name, batch=16):
+    from ..config import preset
+    from ..perf import DramModel, PeTiming
+    from ..workloads import WORKLOADS
+    from .model import model_network
+    cfg = preset(preset_name, dma_data_width=128, momentum=False,
+                 max_batch=max(batch, preset(preset_name).max_batch))
+    net, rows = model_network(cfg, WORKLOADS["vgg16"](224), batch, DramModel(16.0, 400),
+                              PeTiming(), 100.0, progress=False)
+    return cfg, net, rows
+
+
+def _plots(models, sim, outdir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    outdir.mkdir(parents=True, exist_ok=True)
+    made = []
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 3.8), squeeze=False)
+    for ax, (name, (cfg, net, rows)) in zip(axes[0], models.items()):
+        for phase, marker in (("FP", "o"), ("BP", "s"), ("WU", "^")):
+            pts = [(r["layer"], r["utilisation"]) for r in rows if r["phase"] == phase]
+            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker=marker, label=phase)
+        ax.set_title(f"{name}: Tm = {cfg.tm}, Tn = {cfg.tn} (VGG-16, batch 16, model)")
+        ax.set_ylabel("PE utilisation, %")
+        ax.set_ylim(0, 102)
+        ax.tick_params(axis="x", rotation=60)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(outdir / "util_vgg16.png", dpi=110)
+    plt.close(fig)
+    made.append("util_vgg16.png")
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    bw = 16 * 100e6 / 1e9          # GB/s of the DRAM model at 100 MHz
+    for name, (cfg, net, rows) in models.items():
+        peak = cfg.peak_gflops(100.0)
+        xs = [2 * r["macs"] / (4 * (r["load_words"] + r["store_words"])) for r in rows]
+        ys = [r["gflops"] for r in rows]
+        ax.scatter(xs, ys, s=14, label=f"{name} layers (model)")
+        lo, hi = min(xs) / 2, max(xs) * 2
+        ax.plot([lo, peak / bw, hi], [lo * bw, peak, peak], lw=1,
+                label=f"{name} roof: {peak:.1f} GFLOPS, {bw:.1f} GB/s")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity, flops per DRAM byte moved")
+    ax.set_ylabel("GFLOPS at 100 MHz")
+    ax.set_title("Roofline: VGG-16 conv layers, FP/BP/WU, batch 16")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(outdir / "roofline_vgg16.png", dpi=110)
+    plt.close(fig)
+    made.append("roofline_vgg16.png")
+
+    if sim:
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        for net_name, data in sim["networks"].items():
+            xs = [r["cycles"] for r in data["layers"]]
+            ys = [r["model_cycles"] for r in data["layers"]]
+            ax.scatter(xs, ys, s=16, label=net_name)
+        lim = [min(xs + ys) / 1.5, max(xs + ys) * 1.5]
+        ax.plot(lim, lim, lw=1, color="grey", label="model = simulation")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("simulated cycles (Verilator)")
+        ax.set_ylabel("analytical model, cycles")
+        ax.set_title(f"Model against simulation, {sim['preset']}, batch {sim['batch']}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(outdir / "model_vs_sim.png", dpi=110)
+        plt.close(fig)
+        made.append("model_vs_sim.png")
+    return made
+
+
+def _build_resources(builds):
+    out = {}
+    for board in ("zcu102", "ultra96"):
+        path = Path(builds) / board / "report.json"
+        if path.exists():
+            rep = json.loads(path.read_text())
+            if rep.get("config", {}).get("name") == board:
+                out[board] = rep["resources"]["used"]
+    return out
+
+
+def run(args):
+    models = {}
+    for name in ("zcu102", "ultra96"):
+        models[name] = _model(name)
+        cfg, net, rows = models[name]
+        print(f"{name}: VGG-16 batch 16 modelled {net.cycles} cycles, {net.gflops:.2f} GFLOPS, "
+              f"{100 * net.utilisation:.1f} % of peak", flush=True)
+    sim = json.loads(Path(args.sim_json).read_text()) if args.sim_json else None
+    resources = _build_resources(args.builds)
+    out = Path(args.out)
+    plots = _plots(models, sim, out.parent / "perf")
+
+    lines = ["# Performance", "",
+             "Generated by `python -m ef_train_hdl.bench report"
+             + (f" --sim-json {args.sim_json}" if args.sim_json else "") + "`; every figure "
+             "is a cycle count or a ratio of them. The analytical model is validated layer by "
+             "layer against the Verilator simulation below.", "",
+             "## Against the paper", "",
+             "| design | PEs | clock | peak GFLOPS | VGG-16 b16 GFLOPS | of peak | DSP | "
+             "GFLOPS / DSP | DRAM bytes per step |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+             f"| EF-Train (paper, ZCU102, measured) | 256 | 100 MHz | 51.20 | {PAPER['gflops']} "
+             f"| {100 * PAPER['gflops'] / 51.2:.1f} % | — | — | — |"]
+    record = {"paper": PAPER, "model": {}, "resources": resources}
+    for name, (cfg, net, rows) in models.items():
+        dram_bytes = sum(4 * (r["load_words"] + r["store_words"]) for r in rows)
+        dsp = resources.get(name, {}).get("dsp")
+        per_dsp = f"{net.gflops / dsp:.3f}" if dsp else "(no build report)"
+        lines.append(f"| ef_train_hdl `{name}` (model) | {cfg.pes} | 100 MHz | "
+                     f"{cfg.peak_gflops(100.0):.2f} | {net.gflops:.2f} | "
+                     f"{100 * net.utilisation:.1f} % | {dsp or '—'} | {per_dsp} | "
+                     f"{dram_bytes:,} |")
+        record["model"][name] = {"cycles": net.cycles, "gflops": net.gflops,
+                                 "utilisation": net.utilisation, "dram_bytes": dram_bytes,
+                                 "layers": rows}
+    lines += ["", "The clock we can claim is 100 MHz until Vivado has timed a build: the open "
+              "synthesis gives logic depth, not timing (docs/boards.md). DRAM bytes: what the "
+              "chosen tiling moves in FP, BP and WU of one batch-16 step (BP of layer 1 "
+              "skipped, as in the paper).", "",
+              "![per-layer utilisation](perf/util_vgg16.png)", "",
+              "![roofline](perf/roofline_vgg16.png)", ""]
+    if sim:
+        lines += [f"## Cycle-accurate simulation ({sim['preset']}, batch {sim['batch']}, "
+                  f"{sim['backend']})", "",
+                  "| net | layer | phase | cycles | util | roofline | util/roof | model | "
+                  "error |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        for net_name, data in sim["networks"].items():
+            for r in data["layers"]:
+                rel = r["utilisation"] / r["roofline"] if r["roofline"] else 0.0
+                lines.append(f"| {net_name} | {r['layer']} | {r['phase']} | {r['cycles']:,} | "
+                             f"{100 * r['utilisation']:.1f} % | {100 * r['roofline']:.1f} % | "
+                             f"{100 * rel:.1f} % | {r['model_cycles']:,} | "
+                             f"{100 * r['model_error']:+.1f} % |")
+        lines += ["", "![model against simulation](perf/model_vs_sim.png)", ""]
+        record["sim"] = sim
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out} and {', '.join(plots)} in {out.parent / 'perf'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=1, default=str))
+        print(f"wrote {args.json}")
