@@ -139,6 +139,8 @@ def test_refuses_buffers_that_do_not_fit(tmp_path, capsys):
     (["--board", "nosuch"], ["unknown board", "ultra96", "zcu102", "ulx3s"]),
     (["--board", "ultra96", "--tm", "3"], ["tm", "power of two"]),
     (["--board", "ultra96", "--clock-mhz", "0"], ["--clock-mhz"]),
+    (["--board", "ultra96", "--dram-kib", "64"], ["--dram-kib", "PS DDR"]),
+    (["--board", "ulx3s", "--dram-kib", "0"], ["--dram-kib", "positive"]),
 ])
 def test_bad_arguments(tmp_path, capsys, args, words):
     assert main(args + ["--out", str(tmp_path)]) == 2

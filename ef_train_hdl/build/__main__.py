@@ -75,6 +75,10 @@ def parser():
                                   "xczu3eg-sbva484-1-i for an Ultra96-V2)")
     p.add_argument("--out", type=Path,
                    help="output folder (default: build/BOARD in the current folder)")
+    p.add_argument("--dram-kib", type=int, metavar="N",
+                   help="ulx3s: on-chip DRAM of the accelerator in KiB (default: all the "
+                        "block RAM the accelerator leaves free, 192 KiB for the ulx3s "
+                        "preset; less routes faster)")
     p.add_argument("--no-vivado", action="store_true",
                    help="write the Vivado scripts but do not run Vivado even if it is on PATH")
     return p
@@ -106,6 +110,9 @@ def _say(message):
 def build(args):
     """Run the build of the module docstring; returns the report."""
     board = find_board(args.board)
+    if board.flow != "ecp5" and args.dram_kib is not None:
+        raise ValueError("--dram-kib is for the ulx3s (on-chip DRAM); a Zynq's DRAM is the "
+                         "PS DDR")
     cfg = make_config(args, board)
     clock = float(board.clock_mhz if args.clock_mhz is None else args.clock_mhz)
     if not 1 <= clock <= 800:
@@ -136,8 +143,11 @@ def build(args):
         def check_fit(used):
             used_box.update(used)
             fit.check(board, cfg, used)
+        if args.dram_kib is not None and args.dram_kib <= 0:
+            raise ValueError(f"--dram-kib must be positive, not {args.dram_kib}")
         result = ecp5.build(board, cfg, out, clock_mhz=clock, check_fit=check_fit,
-                            progress=_say)
+                            progress=_say,
+                            dram_bytes=None if args.dram_kib is None else args.dram_kib * 1024)
         report["flow_result"] = result
         report["resources"]["used"] = result.get("resources_used", used_box)
         report["resources"]["basis"] = (
@@ -153,6 +163,7 @@ def build(args):
         seconds.update(result.get("seconds", {}))
     else:
         raise ValueError(f"board {board.name!r} has an unknown flow {board.flow!r}")
+
     seconds["total"] = round(time.monotonic() - t0, 1)
     report["seconds"] = seconds
     summary = write_report(out, report, board)
