@@ -154,18 +154,20 @@ def create_project_tcl(board, *, part, clock_mhz, project, dma_data_width=128):
 # (or ./vivado.sh, which then runs implement.tcl). Paths are relative to this script's folder.
 set here [file normalize [file dirname [info script]]]
 set part {part}
-set board_part {board.board_part}
+# Any version of the board files will do; the newest installed is taken.
+set board_glob {board.board_part.rsplit(":", 1)[0]}:*
 set project {project}
 
 create_project -force $project [file join $here vivado] -part $part
 # The board files give the PS its DDR, MIO and clock set-up. Vivado ships the ZCU102's; the
 # Ultra96-V2's come from the Xilinx board store (Tools > Vivado Store > Boards, or
 # xhub::install [xhub::get_xitems *ultra96v2*]).
-set have_board [expr {{[lsearch -exact [get_board_parts -quiet] $board_part] >= 0}}]
-if {{$have_board}} {{
+set found [lsort -dictionary [lsearch -all -inline -glob [get_board_parts -quiet] $board_glob]]
+if {{[llength $found] > 0}} {{
+    set board_part [lindex $found end]
     set_property board_part $board_part [current_project]
 }} else {{
-    puts "ERROR: the board files of $board_part are not installed; without them the PS has no DDR set-up."
+    puts "ERROR: no board files match $board_glob; without them the PS has no DDR set-up."
     puts "       Install them (Vivado Store > Boards) and run this script again."
     exit 1
 }}
