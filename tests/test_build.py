@@ -281,3 +281,32 @@ def test_vivado_tcl_parses_and_refers_to_written_files(tiny_build, tmp_path, nam
 def test_xdc_is_valid_tcl(tiny_build):
     calls = run_tcl(tiny_build / "ef_train.xdc", "")
     assert calls and all(c[0] in VIVADO_COMMANDS for c in calls)
+
+
+def test_partial_synthesis_from_log(tmp_path):
+    """A Yosys run that died in ABC9: the mapped primitives are read from its last AIGMAP
+    report, the LUTs estimated from the AIG nodes left."""
+    log = tmp_path / "yosys.log"
+    log.write_text("""
+2.49.14. Executing AIGMAP pass (map logic to AIG).
+Module top: replaced 100 cells with 1000 new cells, skipped 60 cells.
+  replaced 2 cell types:
+      60 $_MUX_
+      40 $_OR_
+  not replaced 6 cell types:
+      30 $_AND_
+      20 $_NOT_
+      40 FDRE
+       2 RAM32M16
+       3 RAMB18E2
+       4 DSP48E2
+
+2.49.14.3. Executing XAIGER2 backend.
+""")
+    partial = fit.partial_from_log(log)
+    assert partial == {"cells": {"FDRE": 40, "RAM32M16": 2, "RAMB18E2": 3, "DSP48E2": 4},
+                       "aig": 1000 + 30 + 20}
+    used = fit.used_from_partial(partial)
+    assert used["ff"] == 40 and used["dsp"] == 4 and used["bram36"] == 1.5
+    assert used["lut"] == round(fit.SITES_PER_AIG * 1050) + 16
+    assert fit.partial_from_log(tmp_path / "missing.log") is None

