@@ -205,7 +205,9 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
     ``~/.cache/ef_train_hdl/synth`` under the hash of the RTLIL and the family, so building
     the same design again takes seconds.
 
-    Returns ``(result, sites, pairs, cached)``.
+    Returns ``(result, sites, pairs, cached)``. Raises :class:`PartialSynthesis` when Yosys
+    died after its AIGMAP step (what it had mapped is in the exception), and
+    :class:`~ef_train_hdl.synth.SynthError` when it failed before.
     """
     from ..synth import SynthResult, synthesize
     key = hashlib.sha256(f"{family}\n{top}\n".encode() + rtlil.encode()).hexdigest()[:24]
@@ -255,13 +257,16 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
         partial = partial_from_log(log)
         if partial is None:
             raise box["error"]
-        # Keep it: the same design fails the same way, an hour later.
-        trap = "a WebAssembly trap" if "wasm" in str(box["error"]).lower() else "an error"
-        partial["error"] = f"Yosys stopped with {trap} in {_last_step(log)}"
+        trap = "wasm" in str(box["error"]).lower()
+        partial["error"] = (f"Yosys stopped with {'a WebAssembly trap' if trap else 'an error'}"
+                            f" in {_last_step(log)}")
         partial["seconds"] = round(time.monotonic() - start, 1)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(log, cache.parent / f"{key}.yosys.log")
-        failed.write_text(json.dumps(partial))
+        if trap:
+            # Keep it: the same design traps the same way, an hour later. (A timeout or a
+            # killed process is not kept: it may not happen again.)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(log, cache.parent / f"{key}.yosys.log")
+            failed.write_text(json.dumps(partial))
         raise PartialSynthesis(partial, cached=False)
     result = box["result"]
     sites = pairs = None
