@@ -41,7 +41,7 @@ import numpy as np
 
 from ..axi.csr import field, reg
 from .api import Backend, register_backend
-from .driver import Driver, DriverError
+from .driver import Driver, DriverCounters, DriverError
 
 __all__ = ["BoardBackend", "RegisterWindow", "DmaBuffer", "IrqLine", "DevMemWindow",
            "PynqWindow", "UdmaBuffer", "PynqBuffer", "UioIrq", "pynq_available"]
@@ -409,7 +409,7 @@ class PynqBuffer(DmaBuffer):
 
 # -- the backend ----------------------------------------------------------------------------
 
-class BoardBackend(Backend):
+class BoardBackend(DriverCounters, Backend):
     """See the module docstring.
 
     Parameters
@@ -445,6 +445,7 @@ class BoardBackend(Backend):
     """
 
     name = "board"
+    counter_source = "accelerator counters (board)"
     program_kind = "tile"
 
     def __init__(self, cfg, dram_words, *, csr_base=0xA000_0000, window=None, buffer=None,
@@ -578,20 +579,6 @@ class BoardBackend(Backend):
         finally:
             # Whatever the accelerator wrote is what the CPU sees, after an error too.
             self.buffer.invalidate()
-
-    def read_counters(self):
-        """Every counter register, by its lower-case name."""
-        return self.driver.counters()
-
-    def counters(self):
-        c = self.read_counters()
-        c["macs"] = c["pe_busy"] * self.cfg.pes
-        c["per_layer"] = {}
-        c["source"] = "accelerator counters (board)"
-        return c
-
-    def reset_counters(self):
-        self.driver.reset_counters()
 
     def soft_reset(self):
         """Stop a running program (the AXI transactions in flight finish) and reset the

@@ -20,7 +20,7 @@ from ..descriptor import ErrorCode, Opcode
 from ..isa import INSTR_WORDS
 from .api import RunStatus
 
-__all__ = ["Driver", "DriverError"]
+__all__ = ["Driver", "DriverError", "DriverCounters"]
 
 _CTRL = reg("CTRL").offset
 _START = 1 << field("CTRL", "start").lsb
@@ -137,3 +137,25 @@ class Driver:
 
     def soft_reset(self):
         self.regs.write_reg(_CTRL, _IRQ_ENABLE | _SOFT_RESET)
+
+
+class DriverCounters:
+    """The counter methods of a backend that runs a :class:`Driver` (``self.driver``) on the
+    accelerator's registers: the ``sim``, ``verilator`` and ``board`` backends. Put it before
+    :class:`~.api.Backend` in the bases; ``counter_source`` names where the counts come from."""
+
+    counter_source = "accelerator counters"
+
+    def read_counters(self):
+        """Every counter register, by its lower-case name."""
+        return self.driver.counters()
+
+    def counters(self):
+        c = self.read_counters()
+        c["macs"] = c["pe_busy"] * self.cfg.pes
+        c["per_layer"] = {}
+        c["source"] = self.counter_source
+        return c
+
+    def reset_counters(self):
+        self.driver.reset_counters()

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..axi.csr import reg
 from .api import Backend, register_backend
+from .driver import DriverCounters
 from .model_backend import ModelBackend
 
 __all__ = ["SimBackend", "DramTiming"]
@@ -47,7 +48,7 @@ class DramTiming:
                 f"{bw:g} bytes/cycle, stalls {self.stall:g}")
 
 
-class SimBackend(Backend):
+class SimBackend(DriverCounters, Backend):
     """See the module docstring.
 
     Parameters
@@ -65,6 +66,7 @@ class SimBackend(Backend):
     """
 
     name = "sim"
+    counter_source = "accelerator counters (Amaranth simulator)"
     program_kind = "tile"
 
     def __init__(self, cfg, dram_words, *, dram=None, vcd=None, max_cycles=50_000_000,
@@ -179,20 +181,6 @@ class SimBackend(Backend):
 
     def run(self, addr):
         return self.driver.run(addr)
-
-    def read_counters(self):
-        """Every counter register, by its lower-case name."""
-        return self.driver.counters()
-
-    def counters(self):
-        c = self.read_counters()
-        c["macs"] = c["pe_busy"] * self.cfg.pes
-        c["per_layer"] = {}
-        c["source"] = "accelerator counters (Amaranth simulator)"
-        return c
-
-    def reset_counters(self):
-        self.driver.reset_counters()
 
     def soft_reset(self):
         self.driver.soft_reset()

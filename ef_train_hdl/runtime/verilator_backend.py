@@ -10,12 +10,12 @@ configuration builds the model (minutes; cached afterwards, see ``ef_train_hdl.v
 from __future__ import annotations
 
 from .api import Backend, register_backend
-from .driver import Driver
+from .driver import Driver, DriverCounters
 
 __all__ = ["VerilatorBackend"]
 
 
-class VerilatorBackend(Backend):
+class VerilatorBackend(DriverCounters, Backend):
     """See the module docstring.
 
     Parameters
@@ -31,6 +31,7 @@ class VerilatorBackend(Backend):
     """
 
     name = "verilator"
+    counter_source = "accelerator counters (Verilator)"
     program_kind = "tile"
 
     def __init__(self, cfg, dram_words, *, read_latency=30, write_latency=20, gap=0.0,
@@ -64,19 +65,6 @@ class VerilatorBackend(Backend):
 
     def run(self, addr):
         return self.driver.run(addr)
-
-    def read_counters(self):
-        return self.driver.counters()
-
-    def counters(self):
-        c = self.read_counters()
-        c["macs"] = c["pe_busy"] * self.cfg.pes
-        c["per_layer"] = {}
-        c["source"] = "accelerator counters (Verilator)"
-        return c
-
-    def reset_counters(self):
-        self.driver.reset_counters()
 
     @property
     def cycles(self):
