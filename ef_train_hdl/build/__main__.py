@@ -220,9 +220,8 @@ def _partial_report(board, cfg, e, report):
         f"at the ultra96 build's {fit.SITES_PER_AIG:.4f} LUT6_2 sites per node, plus LUTRAM. "
         f"Vivado's utilization.rpt is the real figure.")
     report["status"]["open synthesis"] = "stopped in ABC9: LUT count estimated"
-    _say("open synthesis stopped before the LUT mapping (" + e.partial["error"] + "): "
-         + ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) and v % 1 else f"{k} {v:,}"
-                     for k, v in used.items()) + " (LUT estimated)")
+    _say(f"open synthesis stopped before the LUT mapping ({e.partial['error']}): "
+         f"{_used_text(used)} (LUT estimated)")
 
 
 def _full_report(board, cfg, result, sites, pairs, cached, report):
@@ -244,9 +243,11 @@ def _full_report(board, cfg, result, sites, pairs, cached, report):
         f"{pairs:,} pairs) plus LUTRAM and SRL sites. Without pairing: "
         f"{raw['lut']:,} LUTs. Budget: the device less the reserve for the PS interconnect. "
         "Vivado's own figures replace these once it runs (utilization.rpt).")
-    _say("open synthesis: " + ", ".join(f"{k} {v:,.1f}" if isinstance(v, float) and v % 1
-                                         else f"{k} {v:,}" for k, v in used.items())
-         + (" (cached)" if cached else ""))
+    _say(f"open synthesis: {_used_text(used)}" + (" (cached)" if cached else ""))
+
+
+def _used_text(used):
+    return ", ".join(f"{k} {fit.fmt_count(v)}" for k, v in used.items())
 
 
 def _write_vivado(board, cfg, out, part, clock, verilog, args, report, seconds):

@@ -35,7 +35,7 @@ from pathlib import Path
 from ..config import PRESETS
 
 __all__ = ["FitError", "PartialSynthesis", "partial_from_log", "used_from_partial", "precheck", "lower_bounds", "check", "used_resources", "lut_sites",
-           "synthesize_accelerator", "budget", "RESOURCE_NAMES"]
+           "synthesize_accelerator", "budget", "fmt_count", "RESOURCE_NAMES"]
 
 #: How the messages name each resource.
 RESOURCE_NAMES = {
@@ -115,12 +115,10 @@ def _suggest(board, cfg, resource):
 def _refuse(board, cfg, resource, need, how):
     have = board.resources[resource]
     kept = board.reserve.get(resource, 0)
-    fmt = (lambda v: f"{v:,.1f}") if isinstance(need, float) and need % 1 else \
-        (lambda v: f"{int(v):,}")
     raise FitError(
         f"configuration {cfg.name!r} (Tm={cfg.tm}, Tn={cfg.tn}) does not fit the {board.title} "
-        f"({board.device}): {RESOURCE_NAMES.get(resource, resource)} needs {fmt(need)} "
-        f"({how}), the budget is {fmt(have - kept)} ({have:,} on the device, {kept:,} kept "
+        f"({board.device}): {RESOURCE_NAMES.get(resource, resource)} needs {fmt_count(need)} "
+        f"({how}), the budget is {fmt_count(have - kept)} ({have:,} on the device, {kept:,} kept "
         f"for the rest of the design); {_suggest(board, cfg, resource)}")
 
 
@@ -163,20 +161,33 @@ def lut_sites(netlist, top):
     return len(luts) - pairs, pairs
 
 
+def _lutram_sites(cells):
+    """LUT sites of the LUTRAM primitives among Yosys's ``cells`` (type -> count)."""
+    return sum(LUTRAM_SITES[k] * n for k, n in cells.items() if k in LUTRAM_SITES)
+
+
+def _bram36(cells):
+    """BRAM36 tiles of the block RAMs in ``cells`` (type -> count): a RAMB18E2 is half."""
+    return cells.get("RAMB36E2", 0) + cells.get("RAMB18E2", 0) / 2
+
+
+def fmt_count(value):
+    """``1,234`` or, for a fractional value (half BRAM36 tiles), ``148.5``."""
+    if isinstance(value, float) and value % 1:
+        return f"{value:,.1f}"
+    return f"{int(value):,}"
+
+
 def used_resources(result, family, sites=None):
     """The fit check's figures from a :class:`~ef_train_hdl.synth.SynthResult`.
 
     ``sites``: :func:`lut_sites`'s count (UltraScale+); without it the raw LUT count is used.
     """
     if family == "xcup":
-        # From the cells (every LUTRAM primitive of the table), not ``result.lutram``.
-        cells = getattr(result, "cells", None) or result.lutram
-        lutram = sum(LUTRAM_SITES[k] * n for k, n in cells.items() if k in LUTRAM_SITES)
         logic = result.lut if sites is None else sites
         return {
-            "lut": logic + lutram + result.srl, "ff": result.ff, "dsp": result.dsp,
-            "bram36": result.bram.get("RAMB36E2", 0) + result.bram.get("RAMB18E2", 0) / 2,
-            "carry8": result.carry8,
+            "lut": logic + _lutram_sites(result.cells) + result.srl, "ff": result.ff,
+            "dsp": result.dsp, "bram36": _bram36(result.bram), "carry8": result.carry8,
         }
     return {
         "lut": result.lut, "ff": result.ff, "dsp": result.dsp,
@@ -282,10 +293,9 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
     return result, sites, pairs, False
 
 
-#: LUTs per AIG node of the last full mapping of the ultra96 accelerator (80,068 LUTs and
-#: 65,750 LUT6_2 sites from 984,033 AIG nodes; tiny: 0.070 and 0.055): what
-#: :func:`partial_from_log` scales by where ABC9 did not finish.
-LUT_PER_AIG = 80_068 / 984_033
+#: LUT6_2 sites per AIG node of the last full mapping of the ultra96 accelerator (65,750 sites
+#: from 984,033 AIG nodes; tiny: 0.055): what :func:`used_from_partial` scales by where ABC9
+#: did not finish.
 SITES_PER_AIG = 65_750 / 984_033
 
 
@@ -312,14 +322,13 @@ def partial_from_log(log):
 
 def used_from_partial(partial):
     """Fit-check figures (UltraScale+) from :func:`partial_from_log`: exact for FF, DSP, block
-    RAM and carry; LUTs *estimated* from the AIG node count (``LUT_PER_AIG``)."""
+    RAM and carry; LUTs *estimated* from the AIG node count (``SITES_PER_AIG``)."""
     cells = partial["cells"]
-    lutram = sum(LUTRAM_SITES[k] * n for k, n in cells.items() if k in LUTRAM_SITES)
     return {
-        "lut": round(SITES_PER_AIG * partial["aig"]) + lutram,
+        "lut": round(SITES_PER_AIG * partial["aig"]) + _lutram_sites(cells),
         "ff": sum(n for k, n in cells.items() if k.startswith("FD")),
         "dsp": cells.get("DSP48E2", 0),
-        "bram36": cells.get("RAMB36E2", 0) + cells.get("RAMB18E2", 0) / 2,
+        "bram36": _bram36(cells),
         "carry8": (cells.get("CARRY4", 0) + 1) // 2 + cells.get("CARRY8", 0),
     }
 
@@ -337,8 +346,3 @@ def _last_step(log):
     if not steps:
         return "working"
     return steps[-1].split("Executing", 1)[1].strip().rstrip(".")[:70]
-
-
-def clean_workdir(workdir):
-    """Remove a synthesis folder (used when a build is refused)."""
-    shutil.rmtree(workdir, ignore_errors=True)

@@ -13,15 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .fit import RESOURCE_NAMES, budget
+from .fit import RESOURCE_NAMES, budget, fmt_count
 
 __all__ = ["write_report", "summary_markdown"]
-
-
-def _fmt(value):
-    if isinstance(value, float) and value % 1:
-        return f"{value:,.1f}"
-    return f"{int(value):,}"
 
 
 def resource_table(board, used):
@@ -57,7 +51,7 @@ def summary_markdown(report, board):
         "|---|---:|---:|---:|---:|",
     ]
     for name, used, avail, have, pct in resource_table(board, report["resources"]["used"]):
-        lines.append(f"| {name} | {_fmt(used)} | {_fmt(avail)} | {have:,} | {pct:.1f} % |")
+        lines.append(f"| {name} | {fmt_count(used)} | {fmt_count(avail)} | {have:,} | {pct:.1f} % |")
     raw = report["resources"].get("yosys")
     if raw:
         lines += ["", "Open synthesis, as Yosys mapped it: "
