@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .core.drain import drain_lanes, reduce_lanes
+from .core.job import Phase, addr_bits
 from .isa import INSTR_WORDS, LoadMode, Op, Post, Source, Target
 from .model.tiles import job_cycles
 
@@ -35,9 +36,11 @@ LOAD_SETUP = 3           # loader stage 1: take, SIZE, first request
 LOAD_TAIL = 4            # last beat -> bank written -> GIVE
 ROUTER_DELAY = 3         # request -> AR on the bus
 STORE_SETUP = 4          # storer: take, SIZE, SIZE2, START
-DRAIN_SETUP = 3          # drain job -> first read
+DRAIN_SETUP = 2          # drain job -> first read (START, CHECK, CHECK_RANGE)
+DRAIN_LATENCY = 3        # last read -> its beat out of the drain, plus 7 a pairing stage
 WRITE_CMD = 4            # NEXT, CMD, DmaWrite: command -> first W beat
-SGD_LATENCY = {Post.SGD: 20, Post.SGD_MOMENTUM: 20}      # one momentum-capable unit
+SGD_LATENCY = {Post.SGD: 26, Post.SGD_MOMENTUM: 26}      # one momentum-capable unit:
+#                                   drain beat -> its w' written (FMUL, FADD twice, gearboxes)
 POOL_LATENCY = 2
 QUEUE_DEPTH = 4
 FETCH_INSTRS = 8
@@ -102,10 +105,35 @@ def _beats(words, f):
     return -(-int(words) // f)
 
 
+#: Schedules computed at most for one program: the engine's jobs that come after a store in
+#: the program but run while it drains (they wait for nothing it gives) hold up its reads too,
+#: and a schedule in program order sees them only from the previous pass.
+PASSES = 64
+
+
 def program_perf(program, cfg, dram=TileDram(), trace=None):
     """:class:`ProgramPerf` of ``program`` (a list of :class:`~ef_train_hdl.isa.Instr` with
     tokens, ending with END) on ``cfg`` with ``dram``. ``trace``, a list, receives
-    ``(index, unit, start, end)`` of every instruction (to see where the time goes)."""
+    ``(index, unit, start, end)`` of every instruction (to see where the time goes).
+
+    The schedule is computed again with the engine's jobs of the previous pass, until it no
+    longer changes (at most :data:`PASSES` times)."""
+    prior = previous = None
+    for _ in range(PASSES):
+        steps = []
+        perf, prior = _schedule(program, cfg, dram, steps, prior)
+        if previous is not None and perf.cycles == previous:
+            break
+        previous = perf.cycles
+    if trace is not None:
+        trace.extend(steps)
+    return perf
+
+
+def _schedule(program, cfg, dram, trace, prior):
+    """One pass of :func:`program_perf`: ``(ProgramPerf, owned)``, where ``owned`` maps a
+    buffer half or weight region to the ``(start, end, index)`` of the jobs owning it;
+    ``prior`` is the previous pass's, or None."""
     f, t = cfg.floats_per_beat, cfg.tm
     piece = 64 * f
     rd = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate)
@@ -134,14 +162,19 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
     decode_t = 0.0
     fetched = 0
     fetch_ready = []                                         # arrival time per instruction
+    decoded = []                                             # decoder done, per instruction
     unit_of = {Op.LOAD: "load", Op.COMPUTE: "compute", Op.STORE: "store"}
     t_end = 0.0
 
     def fetch_until(k, now):
         nonlocal fetched, fetch_beats
         while fetched <= k:
-            # A block of 4 instructions; at most FETCH_INSTRS ahead of the decoder.
-            ahead = fetch_ready[fetched - FETCH_INSTRS] if fetched >= FETCH_INSTRS else 0
+            # A block of 4 instructions, requested when the fetch FIFO (FETCH_INSTRS
+            # instructions) has room for it: when the block FETCH_INSTRS back has left it,
+            # the assembler taking an instruction's beats once the decoder has taken the one
+            # before (itself done with the one before that).
+            back = fetched - FETCH_INSTRS + 3 - 2
+            ahead = decoded[back] + ibeats if fetched >= FETCH_INSTRS and back >= 0 else 0
             s, e = rd.transfer(max(now if fetched == 0 else 0, ahead), 4 * ibeats)
             fetch_beats += 4 * ibeats
             for j in range(4):
@@ -171,11 +204,28 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
                 at = to_load if (dst == "load" and to_load is not None) else when
                 signals.setdefault((unit, dst), []).append(at)
 
-    def engine_idle_time(t0, need):
-        """When a drain that needs ``need`` cycles of the weight banks (read only while the
-        engine is idle) and starts at ``t0`` is done, given the jobs scheduled so far."""
+    # The engine's jobs own their OFM half and the weight regions they read or accumulate
+    # into from the cycle the engine takes them to the end of their flush; a drain reads a
+    # half or region only while no job owns it (core.drain, ``engine_*_owned``).
+    owned = {}                                               # ("ofm", h) / ("w", r) -> jobs
+    barrier = _store_barriers(program)
+    wtop = addr_bits(cfg.weight_depth) - 1
+
+    def w_region(addr):
+        return (int(addr) >> wtop) & 1
+
+    def unowned_time(keys, t0, need, k):
+        """When ``need`` cycles of reads that start at ``t0`` and stall while a job owns one
+        of ``keys`` are done, given the jobs before instruction ``k`` scheduled so far and
+        the later ones as the previous pass scheduled them."""
         tcur, left = t0, need
-        for s, e in engine_busy:
+        jobs = [iv[:2] for key in keys for iv in owned.get(key, ())]
+        if prior is not None:
+            # Only the jobs that can run before this store is done: not the one waiting for
+            # its token (or for a later store's), nor any after it (the unit is in order).
+            stop = barrier.get(k, len(program))
+            jobs += [iv[:2] for key in keys for iv in prior.get(key, ()) if k < iv[2] < stop]
+        for s, e in sorted(jobs):
             if e <= tcur:
                 continue
             if s > tcur:
@@ -191,6 +241,7 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
         fetch_until(k, 0)
         decode_t = max(decode_t + DECODE_PERIOD, fetch_ready[k])
         if op in (Op.END, Op.HOST_SYNC):
+            decoded.append(decode_t)
             t_end = max([decode_t, t_end, wr_free] + list(end.values()) +
                         list(give_load.values()))
             continue
@@ -201,6 +252,7 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
         if len(q) >= QUEUE_DEPTH:
             dispatch = max(dispatch, q[-QUEUE_DEPTH])
         decode_t = max(decode_t, dispatch - DISPATCH_DELAY)
+        decoded.append(decode_t)
         tok = wait_tokens(instr, unit)
         start = max(free[unit], dispatch, tok)
 
@@ -218,6 +270,14 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
                 move = max(move, bg_done)
             e = move + flush
             engine_busy.append((s, e))
+            kk = job["kernel"] ** 2
+            w_last = instr.w_base + (kk << job["log2_p"] if job["phase"] == Phase.WU.value else kk) - 1
+            keys = {("ofm", instr.ofm_half), ("w", w_region(instr.w_base)),
+                    ("w", w_region(w_last))}
+            if job["bias"] and job["phase"] == Phase.FP.value:
+                keys.add(("w", w_region(instr.bias_addr)))
+            for key in keys:
+                owned.setdefault(key, []).append((take, e, k))
             bg_done, bg_phase = e, job["phase"]
             engine_free = move + 1
             free[unit] = take            # the next job waits at the engine's port
@@ -266,10 +326,16 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
                 src_beats = instr.drain_count * per
                 reads = src_beats * p
                 d0 = s0 + DRAIN_SETUP
-                # The half (or weight region) it drains is free once the jobs on it are
-                # done, which its tokens wait for; the array works on the other meanwhile.
-                src_end = d0 + reads + 6 + 7 * instr.log2_p
-                src_first = d0 + 6 + 7 * instr.log2_p
+                # Its reads wait while a job owns the half (or weight region) it drains.
+                if instr.source == Source.WEIGHT:
+                    base = instr.drain_base
+                    last = base + (instr.drain_count << instr.log2_p) - 1
+                    keys = {("w", w_region(base)), ("w", w_region(last))}
+                else:
+                    keys = {("ofm", instr.half)}
+                lat_d = DRAIN_LATENCY + 7 * instr.log2_p
+                src_end = unowned_time(keys, d0, reads, k) + lat_d
+                src_first = unowned_time(keys, d0, 1, k) + lat_d
             out_beats = _beats(words, f)
             lat = 0
             w_first = src_first
@@ -302,15 +368,27 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
                       if instr.post in (Post.SGD, Post.SGD_MOMENTUM) else
                       (2 if instr.post in (Post.POOL, Post.RELU_POOL) else runs))
             w_start = max(w_first + lat, wr_free, s0 + WRITE_CMD)
-            # A source slower than the writes is the pace, except that with momentum the
-            # staged v' of each piece goes out while the source waits (the SGD's output is
-            # one w' and one v' a beat).
-            held = _beats(words, f) if instr.post == Post.SGD_MOMENTUM else 0
-            w_end = max(w_start + out_beats + pieces * WRITE_CMD,
-                        src_end + lat + 2 + held + pieces * WRITE_CMD)
+            # A source slower than the writes is the pace. With momentum the staged v' of
+            # each piece goes out between the pieces' w'. A source at the SGD's own pace
+            # (P = 1: a beat every two cycles) waits for all of it (measured: the Verilator
+            # runs of the convolution WU layers); a slower one (partial sums, P > 1: a beat
+            # every 2 P cycles) goes on into the drain's FIFO meanwhile, so that only the
+            # last piece's v' (with its NEXT and CMD cycles) follows the source's end.
+            held = 0
+            if instr.post == Post.SGD_MOMENTUM:
+                n_pieces = max(1, -(-words // piece))
+                last_piece = words - (n_pieces - 1) * piece
+                stall = _beats(piece, f) if instr.log2_p == 0 else 0
+                held = (n_pieces - 1) * stall + _beats(last_piece, f) + 2
+            # Written as fast as the writer goes (a command a piece), or, when the source is
+            # the slower, its last beat in the cycle it comes out of the post-ops; the unit
+            # takes its next instruction three cycles after that (RUN, FINISH, IDLE).
+            w_bound = w_start + out_beats + pieces * WRITE_CMD
+            s_bound = src_end + lat + held
+            w_end = max(w_bound, s_bound)
             wr_free = w_end
             write_beats += out_beats
-            e = w_end + 2
+            e = max(w_bound + 2, s_bound + 3)
             free[unit] = e
             end[k] = e
             ack = w_end + dram.write_latency + 3
@@ -327,7 +405,30 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
     busy = sum(e - s for s, e in engine_busy)
     return ProgramPerf(cycles=int(round(t_end)), engine_busy=int(busy), ops=ops,
                        read_beats=read_beats + fetch_beats, write_beats=write_beats,
-                       fetch_beats=fetch_beats)
+                       fetch_beats=fetch_beats), owned
+
+
+def _store_barriers(program):
+    """For each STORE, the index of the first COMPUTE that cannot start before it is done:
+    the one that takes the token of this store, or of the first later store that gives the
+    compute unit one (the store unit runs its instructions in order, and so does the
+    compute unit)."""
+    consumer, pending, owed = {}, [], 0
+    for k, instr in enumerate(program):
+        if instr.op == Op.STORE and instr["signal_compute"]:
+            pending.append(k)
+        elif instr.op == Op.COMPUTE and instr["wait_store"]:
+            for _ in range(instr["wait_store"]):
+                if pending:
+                    consumer[pending.pop(0)] = k
+    barrier, nxt = {}, None
+    for k in range(len(program) - 1, -1, -1):
+        if program[k].op == Op.STORE:
+            if program[k]["signal_compute"]:
+                nxt = consumer.get(k)
+            if nxt is not None:
+                barrier[k] = nxt
+    return barrier
 
 
 def _job(instr):
