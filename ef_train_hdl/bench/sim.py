@@ -170,6 +170,33 @@ def run(args):
     return 0
 
 
+def remodel(record):
+    """``record`` (a ``bench sim --json`` record) with every layer's ``model_cycles`` and
+    ``model_error`` computed again by the current tile-program model, from the same programs
+    (the compiler and lowering are deterministic): a record keeps its simulated cycles, and
+    the model can be checked against them after it changes."""
+    from ..compiler import compile_network
+    from ..config import preset
+    from ..descriptor import Opcode
+    from ..lower import lower_program
+    from ..network import NETWORKS
+    from ..perf_tiles import TileDram, program_perf
+    cfg = preset(record["preset"])
+    dram = TileDram(read_latency=record["dram"]["read_latency"],
+                    write_latency=record["dram"]["write_latency"])
+    for name, data in record["networks"].items():
+        c = compile_network(NETWORKS[name](), record["batch"], cfg, lr=0.01, momentum=0.9)
+        descs = [d for d in c.train_program if d.opcode not in (Opcode.HOST_SYNC, Opcode.END)]
+        if len(descs) != len(data["layers"]):
+            raise ValueError(f"{name}: the record has {len(data['layers'])} layer programs, "
+                             f"the compiler now makes {len(descs)}")
+        for d, row in zip(descs, data["layers"]):
+            model = program_perf(lower_program([d], cfg), cfg, dram).cycles
+            row["model_cycles"] = model
+            row["model_error"] = (model - row["cycles"]) / row["cycles"]
+    return record
+
+
 def _pysim_speed(cfg, cycles):
     """Cycles per second of the Amaranth simulator running a layer program of ``cfg``."""
     from ..network import small_cnn
