@@ -120,6 +120,10 @@ def add_arguments(parser):
     parser.add_argument("--sizes", nargs="*", type=int, default=[2, 4], metavar="N",
                         help="also synthesise the preset's PE array at N x N for the "
                              "deepest-path table (default: 2 4; give no N for none)")
+    parser.add_argument("--shapes", nargs="*", default=[], metavar="TMxTN",
+                        help="also synthesise the PE array at these non-square shapes, for "
+                             "example 16x4 4x16: one dimension of the 16x16 array each, where "
+                             "the whole 16x16 array is beyond the WebAssembly Yosys")
     parser.add_argument("--no-engine", action="store_true",
                         help="skip the tile engine (only the PE-array sizes)")
     parser.add_argument("--fresh", action="store_true",
@@ -195,8 +199,16 @@ def run(args):
           f"synth_xilinx -family xcup -flatten; cache {CACHE_DIR / 'cache.json'}")
 
     engine = None if args.no_engine else _synth("tile_engine", cfg, args, cache)
-    sizes = sorted(set(n for n in args.sizes if n > 0))
-    arrays = {n: _synth("pe_array", cfg.replace(tm=n, tn=n), args, cache) for n in sizes}
+    shapes = [(n, n) for n in sorted(set(n for n in args.sizes if n > 0))]
+    for text in args.shapes:
+        try:
+            tm, tn = (int(x) for x in text.lower().split("x"))
+        except ValueError:
+            raise SystemExit(f"--shapes: {text!r} is not TMxTN (for example 16x4)") from None
+        if (tm, tn) not in shapes:
+            shapes.append((tm, tn))
+    arrays = {f"{tm}x{tn}": _synth("pe_array", cfg.replace(tm=tm, tn=tn), args, cache)
+              for tm, tn in shapes}
 
     print()
     if isinstance(engine, dict):
@@ -211,9 +223,9 @@ def run(args):
     if engine is not None:
         rows.append(("TileEngine", f"{cfg.tm}x{cfg.tn}", engine if isinstance(engine, dict)
                      else None, "whole core" if isinstance(engine, dict) else engine))
-    for n, r in arrays.items():
-        rows.append(("PeArray", f"{n}x{n}", r if isinstance(r, dict) else None,
-                     f"{args.preset} depths, tm=tn={n}" if isinstance(r, dict) else r))
+    for shape, r in arrays.items():
+        rows.append(("PeArray", shape, r if isinstance(r, dict) else None,
+                     f"{args.preset} depths, {shape}" if isinstance(r, dict) else r))
     if rows:
         print("Deepest register-to-register path (LUT levels as in 'report fp'; it must not "
               "grow with the array):")
@@ -230,7 +242,7 @@ def run(args):
     if args.json:
         payload = {"preset": args.preset, "part": part, "available": available,
                    "tile_engine": engine if isinstance(engine, dict) else None,
-                   "pe_array": {f"{n}x{n}": r for n, r in arrays.items()}}
+                   "pe_array": dict(arrays)}
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
         print(f"JSON written to {args.json}")
     return 0
