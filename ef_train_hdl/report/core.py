@@ -19,6 +19,10 @@ depths stay the preset's. A stand-alone PE array's paths also start at its input
 (``phase``, ``w_load``...), which the engine drives from its own logic, so its figure is not a
 register-to-register figure of the engine; the engine's is.
 
+The 16x16 ``zcu102`` array does not go through the WebAssembly Yosys at all (it traps in
+ABC9's XAIGER2 backend after about 40 minutes, 2.56 M AIG cells); ``--shapes 16x4 4x16``
+synthesises one dimension of it at a time instead (64 PEs each, a few minutes).
+
 Every synthesis result is cached in ``build/report_core/cache.json`` (keyed by design and
 configuration), so a second run prints at once; ``--fresh`` synthesises again. Yosys's
 ``ltp -noff`` is not run: on the PE arrays it exhausts the WebAssembly Yosys's call stack.
