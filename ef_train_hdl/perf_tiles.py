@@ -4,11 +4,12 @@
 (it picks the tiling). This module times the **tile program the accelerator actually runs**
 (:mod:`ef_train_hdl.lower`): every instruction gets a duration from a formula — a COMPUTE the
 tile engine's exact job cycles (:func:`ef_train_hdl.model.tiles.job_cycles`), a LOAD its DRAM
-latency and beats, a STORE its drain (one beat per P cycles, held up while the engine owns
-what it reads: the tokens see to it), post-op latency and write beats — and the three units, the instruction fetch
-and the two DMA channels are then overlapped exactly as far as the program's tokens, the
-queues and the shared read channel let them (a schedule computed instruction by instruction,
-not a cycle simulation). The constants below are the gateware's pipeline latencies; `bench
+latency and beats, a STORE its drain (one beat per P cycles, held up while a job of the
+engine owns the half or weight region it reads, later jobs in the program included), post-op
+latency and write beats — and the three units, the instruction fetch and the two DMA
+channels are then overlapped exactly as far as the program's tokens, the queues and the
+shared read channel let them (a schedule computed instruction by instruction, again until it
+is stable; not a cycle simulation). The constants below are the gateware's pipeline latencies; `bench
 sim` prints the model's error against the Verilator simulation of every layer.
 
 DRAM model (:class:`TileDram`): what ``ef_train_hdl.vsim`` and the ``sim`` backend simulate —
@@ -173,8 +174,9 @@ def _schedule(program, cfg, dram, trace, prior):
             # instructions) has room for it: when the block FETCH_INSTRS back has left it,
             # the assembler taking an instruction's beats once the decoder has taken the one
             # before (itself done with the one before that).
-            back = fetched - FETCH_INSTRS + 3 - 2
-            ahead = decoded[back] + ibeats if fetched >= FETCH_INSTRS and back >= 0 else 0
+            oldest_last = fetched - FETCH_INSTRS + 3      # last instruction of that block
+            ahead = (decoded[oldest_last - 2] + ibeats
+                     if fetched >= FETCH_INSTRS and oldest_last >= 2 else 0)
             s, e = rd.transfer(max(now if fetched == 0 else 0, ahead), 4 * ibeats)
             fetch_beats += 4 * ibeats
             for j in range(4):
@@ -271,7 +273,8 @@ def _schedule(program, cfg, dram, trace, prior):
             e = move + flush
             engine_busy.append((s, e))
             kk = job["kernel"] ** 2
-            w_last = instr.w_base + (kk << job["log2_p"] if job["phase"] == Phase.WU.value else kk) - 1
+            taps = kk << job["log2_p"] if job["phase"] == Phase.WU.value else kk
+            w_last = instr.w_base + taps - 1
             keys = {("ofm", instr.ofm_half), ("w", w_region(instr.w_base)),
                     ("w", w_region(w_last))}
             if job["bias"] and job["phase"] == Phase.FP.value:
