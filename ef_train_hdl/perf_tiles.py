@@ -9,8 +9,9 @@ engine owns the half or weight region it reads, later jobs in the program includ
 latency and write beats — and the three units, the instruction fetch and the two DMA
 channels are then overlapped exactly as far as the program's tokens, the queues and the
 shared read channel let them (a schedule computed instruction by instruction, again until it
-is stable; not a cycle simulation). The constants below are the gateware's pipeline latencies; `bench
-sim` prints the model's error against the Verilator simulation of every layer.
+is stable; not a cycle simulation). The constants below are the gateware's pipeline
+latencies; ``bench sim`` prints the model's error against the Verilator simulation of every
+layer.
 
 DRAM model (:class:`TileDram`): what ``ef_train_hdl.vsim`` and the ``sim`` backend simulate —
 ``read_latency`` cycles from a read burst's address to its first beat, then one beat a cycle;
