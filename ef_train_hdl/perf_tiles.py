@@ -39,7 +39,7 @@ LOAD_TAIL = 4            # last beat -> bank written -> GIVE
 ROUTER_DELAY = 3         # request -> AR on the bus
 STORE_SETUP = 4          # storer: take, SIZE, SIZE2, START
 DRAIN_SETUP = 2          # drain job -> first read (START, CHECK, CHECK_RANGE)
-DRAIN_LATENCY = 3        # last read -> its beat out of the drain, plus 7 a pairing stage
+DRAIN_LATENCY = 5        # last read -> its beat at the post-ops (drain, storer slice), + 7 a pairing stage
 WRITE_CMD = 4            # NEXT, CMD, DmaWrite: command -> first W beat
 SGD_LATENCY = {Post.SGD: 26, Post.SGD_MOMENTUM: 26}      # one momentum-capable unit:
 #                                   drain beat -> its w' written (FMUL, FADD twice, gearboxes)

@@ -1,4 +1,5 @@
-"""Width converters between DMA beats and pixels: :class:`Widen` and :class:`Narrow`.
+"""Width converters between DMA beats and pixels (:class:`Widen`, :class:`Narrow`), and a
+register slice that cuts a stream's combinational valid/ready path (:class:`Skid`).
 
 A DMA beat carries ``floats_per_beat`` words; a pixel of the tile buffers Tn (or Tm) words, a
 whole multiple of it (lower.check_config). The loader widens ``factor`` beats into one pixel
@@ -10,7 +11,7 @@ from amaranth.hdl import Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["Widen", "Narrow", "words"]
+__all__ = ["Widen", "Narrow", "Skid", "words"]
 
 
 def words(n, width=32):
@@ -110,4 +111,40 @@ class Narrow(wiring.Component):
             m.d.sync += count.eq(0 if f == 1 else count + 1)
             with m.If(last):
                 m.d.sync += count.eq(0)
+        return m
+
+
+class Skid(wiring.Component):
+    """A register slice (skid buffer): ``i`` -> ``o`` with ``o.valid``, ``o.payload`` and
+    ``i.ready`` all straight from flip-flops, so no combinational path crosses it either way.
+
+    Latency one cycle; throughput one transfer a cycle while ``o`` is ready. When ``o`` stalls
+    the word in flight goes into the skid register (nothing is lost); the cycle the skid
+    empties into ``o``, ``i`` is not ready.
+
+    Members
+    -------
+    i : ``In(stream.Signature(shape))``
+    o : ``Out(stream.Signature(shape))``
+    busy : ``Out(1)``
+        A word is held (in ``o`` or in the skid register).
+    """
+
+    def __init__(self, shape):
+        self.shape = shape
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape)),
+                          "busy": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal(self.shape)
+        skid_valid = Signal()
+        m.d.comb += [self.i.ready.eq(~skid_valid), self.busy.eq(self.o.valid | skid_valid)]
+        with m.If(~self.o.valid | self.o.ready):
+            with m.If(skid_valid):
+                m.d.sync += [self.o.payload.eq(skid), self.o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [self.o.payload.eq(self.i.payload), self.o.valid.eq(self.i.valid)]
+        with m.Elif(self.i.valid & ~skid_valid):
+            m.d.sync += [skid.eq(self.i.payload), skid_valid.eq(1)]
         return m

@@ -18,6 +18,13 @@ Throughput: one beat of ``floats_per_beat`` words a cycle through every post-op 
 writes one pooled beat per four it reads; SGD with momentum writes two beats, w' and v', per
 gradient beat, and so runs at half rate). Per instruction about five cycles of set-up and the
 DMA write engine's command latency per run.
+
+Timing: register slices (:class:`~.gearbox.Skid`) sit on the drain and DRAM-gradient inputs,
+between the post-ops and the write sequencer, and on the write data output, and the
+instruction's kind is decoded into flip-flops when it is taken: no valid/ready path runs
+combinationally from the DMA write engine back through the post-ops into the drain's or the
+read router's FIFOs (before them, the deepest path of the whole ``ultra96`` design, 24 LUT
+levels). They add three cycles of latency a store, no throughput.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
@@ -33,7 +40,7 @@ from ..core.job import drain_layout
 from ..core.postops import MaxPoolForward, ReluForward, SgdUpdate, word_lanes
 from ..isa import Op, Post, Source, pool_max_width
 from .common import TokenWait, dispatch_layout, give, instr_view, token_members
-from .gearbox import Narrow, Widen, words
+from .gearbox import Narrow, Skid, Widen, words
 from .readmux import piece_words
 
 __all__ = ["Storer", "STORER_FIFOS"]
@@ -101,12 +108,22 @@ class Storer(wiring.Component):
         view = instr_view(self.instr.payload.bits, Op.STORE)
         tokens = TokenWait(self, "store", view)
         cur = Signal(isa.amaranth_layout(Op.STORE))
-        src_dram = cur.source == Source.DRAM
-        src_weight = cur.source == Source.WEIGHT
-        is_relu = (cur.post == Post.RELU) | (cur.post == Post.RELU_POOL)
-        is_pool = (cur.post == Post.POOL) | (cur.post == Post.RELU_POOL)
-        is_sgd = (cur.post == Post.SGD) | (cur.post == Post.SGD_MOMENTUM)
-        is_mom = cur.post == Post.SGD_MOMENTUM
+        # The instruction's kind, decoded into flip-flops when it is taken (they select the
+        # stream paths below, and so sit at the head of their ready chains).
+        mode = {name: Signal(name=name) for name in
+                ("src_dram", "src_weight", "is_relu", "is_pool", "is_sgd", "is_mom", "bias_sel")}
+        src_dram, src_weight = mode["src_dram"], mode["src_weight"]
+        is_relu, is_pool, is_sgd, is_mom = (mode[n] for n in ("is_relu", "is_pool", "is_sgd",
+                                                              "is_mom"))
+        bias_sel = mode["bias_sel"]
+
+        def decode(v):
+            return {"src_dram": v.source == Source.DRAM, "src_weight": v.source == Source.WEIGHT,
+                    "is_relu": (v.post == Post.RELU) | (v.post == Post.RELU_POOL),
+                    "is_pool": (v.post == Post.POOL) | (v.post == Post.RELU_POOL),
+                    "is_sgd": (v.post == Post.SGD) | (v.post == Post.SGD_MOMENTUM),
+                    "is_mom": v.post == Post.SGD_MOMENTUM,
+                    "bias_sel": (v.source == Source.WEIGHT) & v.bias_select}
 
         words_total = Signal(32)
         src_left = Signal(32)               # source beats still to take
@@ -126,24 +143,38 @@ class Storer(wiring.Component):
         m.d.comb += [acks.r_en.eq(ack_due), self.give_load.eq(ack_due)]
 
         # -- the source: drain beats or DRAM words ------------------------------------------
+        # Register slices on the storer's ports: no combinational path runs from the DMA
+        # write engine's ready back through the post-ops into the drain's or the read
+        # router's FIFOs (the deepest path of the whole design before them).
+        skid_drain = m.submodules.skid_drain = Skid(words(f))
+        skid_g = m.submodules.skid_g = Skid(words(f))
+        skid_wr = m.submodules.skid_wr = Skid(cfg.dma_data_width)
+        m.d.comb += [skid_drain.i.valid.eq(self.drain_in.valid),
+                     skid_drain.i.payload.eq(self.drain_in.payload.data),
+                     self.drain_in.ready.eq(skid_drain.i.ready),
+                     skid_g.i.valid.eq(self.data_g.valid),
+                     skid_g.i.payload.eq(self.data_g.payload.data),
+                     self.data_g.ready.eq(skid_g.i.ready)]
+        wiring.connect(m, skid_wr.o, wiring.flipped(self.wr_data))
         src = _iface("src", f)
-        take_src = running & (src_left != 0)
+        src_more = Signal()                 # src_left != 0, kept in a register
+        take_src = running & src_more
         with m.If(src_dram):
-            m.d.comb += [src.valid.eq(self.data_g.valid & take_src),
-                         src.payload.eq(self.data_g.payload.data),
-                         self.data_g.ready.eq(src.ready & take_src)]
+            m.d.comb += [src.valid.eq(skid_g.o.valid & take_src),
+                         src.payload.eq(skid_g.o.payload),
+                         skid_g.o.ready.eq(src.ready & take_src)]
         with m.Else():
-            m.d.comb += [src.valid.eq(self.drain_in.valid & take_src),
-                         src.payload.eq(self.drain_in.payload.data),
-                         self.drain_in.ready.eq(src.ready & take_src)]
+            m.d.comb += [src.valid.eq(skid_drain.o.valid & take_src),
+                         src.payload.eq(skid_drain.o.payload),
+                         skid_drain.o.ready.eq(src.ready & take_src)]
         with m.If(src.valid & src.ready):
-            m.d.sync += src_left.eq(src_left - 1)
+            m.d.sync += [src_left.eq(src_left - 1), src_more.eq(src_left != 1)]
 
         # bias_select: word 0 of the first beat of each PE row, packed into beats again.
         sel = _iface("sel", f)
         pack1 = m.submodules.pack1 = Widen(1, f)
         row_beat = Signal(range(max(2, t // f)))
-        with m.If(src_weight & cur.bias_select):
+        with m.If(bias_sel):
             first = row_beat == 0
             m.d.comb += [pack1.i.valid.eq(src.valid & first), pack1.i.payload[0].eq(
                 src.payload[0]), src.ready.eq(Mux(first, pack1.i.ready, 1))]
@@ -155,7 +186,11 @@ class Storer(wiring.Component):
                          src.ready.eq(sel.ready)]
 
         # -- post-ops -----------------------------------------------------------------------------
+        # ``main``: the post-ops' output, through a register slice into the write sequencer.
         main = _iface("main", f)
+        skid_main = m.submodules.skid_main = Skid(words(f))
+        m.d.comb += [skid_main.i.valid.eq(main.valid), skid_main.i.payload.eq(main.payload),
+                     main.ready.eq(skid_main.i.ready)]
         relu_u = m.submodules.relu = ReluForward(f)
         widen = m.submodules.widen = Widen(f, t // f)
         pool_u = m.submodules.pool = MaxPoolForward(t, pool_max_width(cfg))
@@ -263,8 +298,8 @@ class Storer(wiring.Component):
         out_take = Signal()
         with m.Switch(seg_kind):
             with m.Case(0):
-                m.d.comb += [out_valid.eq(main.valid), out_beat.eq(main.payload),
-                             main.ready.eq(out_take)]
+                m.d.comb += [out_valid.eq(skid_main.o.valid), out_beat.eq(skid_main.o.payload),
+                             skid_main.o.ready.eq(out_take)]
             with m.Case(1):
                 m.d.comb += [out_valid.eq(idx_words.o.valid), out_beat.eq(idx_words.o.payload),
                              idx_words.o.ready.eq(out_take)]
@@ -272,9 +307,9 @@ class Storer(wiring.Component):
                 m.d.comb += [out_valid.eq(vstage.r_rdy), out_beat.eq(vstage.r_data),
                              vstage.r_en.eq(out_take)]
         sending = Signal()
-        m.d.comb += [self.wr_data.payload.eq(out_beat),
-                     self.wr_data.valid.eq(sending & out_valid),
-                     out_take.eq(sending & out_valid & self.wr_data.ready)]
+        m.d.comb += [skid_wr.i.payload.eq(out_beat),
+                     skid_wr.i.valid.eq(sending & out_valid),
+                     out_take.eq(sending & out_valid & skid_wr.i.ready)]
         sgd_piece = Signal(32)
         m.d.comb += sgd_piece.eq(Mux(words_total - sgd_off > piece, piece,
                                      words_total - sgd_off))
@@ -377,21 +412,24 @@ class Storer(wiring.Component):
                 tokens.take(m, can)
                 with m.If(can):
                     m.d.sync += [cur.eq(view), segs_done.eq(0), rd_off.eq(0), row_beat.eq(0)]
+                    m.d.sync += [mode[n].eq(v) for n, v in decode(view).items()]
                     m.next = "SIZE"
             with m.State("SIZE"):
                 m.d.sync += words_total.eq(cur.runs * cur.run_words)
                 # Source beats: the drain's (OFM: Tm words a pixel; weights: Tm*Tn a tap).
                 with m.If(src_dram):
-                    m.d.sync += src_left.eq(0)
+                    m.d.sync += [src_left.eq(0), src_more.eq(0)]
                 with m.Elif(src_weight):
-                    m.d.sync += src_left.eq(cur.drain_count << (2 * lg_t - lg_f))
+                    m.d.sync += [src_left.eq(cur.drain_count << (2 * lg_t - lg_f)),
+                                 src_more.eq(cur.drain_count != 0)]
                 with m.Else():
-                    m.d.sync += src_left.eq(cur.drain_count << (lg_t - lg_f))
+                    m.d.sync += [src_left.eq(cur.drain_count << (lg_t - lg_f)),
+                                 src_more.eq(cur.drain_count != 0)]
                 m.next = "SIZE2"
             with m.State("SIZE2"):
                 beats = words_total >> lg_f
                 with m.If(src_dram):
-                    m.d.sync += src_left.eq(beats)
+                    m.d.sync += [src_left.eq(beats), src_more.eq(beats != 0)]
                 m.d.sync += [w_left.eq(Mux(is_sgd, beats, 0)),
                              v_left.eq(Mux(is_mom, beats, 0))]
                 m.next = "START"
@@ -420,5 +458,5 @@ class Storer(wiring.Component):
         self._debug = {"store": store_fsm, "src_left": src_left, "running": running,
                        "segs_done": segs_done, "wr_idle": wr_idle, "rd_idle": rd_idle,
                        "w_left": w_left, "v_left": v_left, "seg_beats": seg_beats}
-        m.d.comb += self.busy.eq(stage_busy | acks.r_rdy)
+        m.d.comb += self.busy.eq(stage_busy | acks.r_rdy | skid_wr.busy)
         return m
