@@ -200,6 +200,19 @@ def run(args):
                          f"{100 * macs / (sim_pes(sim) * cyc):.1f} % | | | | "
                          f"worst {100 * worst:.1f} % |")
         lines.append("")
+        for net_name, data in sim["networks"].items():
+            step = data.get("step")
+            if step:
+                lines.append(f"- {net_name}, whole training step (one tile program): "
+                             f"{step['cycles']:,} cycles; {min(step['wall_seconds']):.2f} s "
+                             f"wall clock on the machine that ran it")
+        speed = sim.get("speed", {})
+        if speed.get(sim["backend"]):
+            text = f"- {sim['backend']}: {speed[sim['backend']]:,.0f} simulated cycles a second"
+            if speed.get("amaranth"):
+                text += (f"; Amaranth simulator {speed['amaranth']:,.1f} on the same "
+                         f"configuration: {speed[sim['backend']] / speed['amaranth']:,.0f}x")
+            lines += [text + " (wall clock, the machine that ran it)", ""]
     if sims:
         lines += ["![model against simulation](perf/model_vs_sim.png)", ""]
     out.write_text("\n".join(lines) + "\n")

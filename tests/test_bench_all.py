@@ -1,0 +1,40 @@
+"""``python -m ef_train_hdl.bench all`` with kept simulation records: the report it writes holds
+every recorded layer, the model column is the tile-program model of the recorded programs, and
+the comparison with the paper is there."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ef_train_hdl.bench.sim import remodel
+
+RECORDS = Path(__file__).resolve().parent.parent / "docs" / "perf"
+
+
+def test_bench_all_reuses_records_and_writes_the_report(tmp_path):
+    batches = ["1", "16"]
+    for b in batches:
+        src = RECORDS / f"sim_ultra96_b{b}.json"
+        assert src.exists(), f"{src} is the record docs/performance.md is made from"
+        shutil.copy(src, tmp_path / src.name)
+    out, js = tmp_path / "performance.md", tmp_path / "performance.json"
+    subprocess.run([sys.executable, "-m", "ef_train_hdl.bench", "all", "--reuse",
+                    "--batches", *batches, "--records", str(tmp_path), "--out", str(out),
+                    "--json", str(js)], check=True, capture_output=True, text=True)
+    text = out.read_text()
+    assert "EF-Train (paper, ZCU102, measured)" in text
+    record = json.loads(js.read_text())
+    assert [s["batch"] for s in record["sim"]] == [int(b) for b in batches]
+    for b, sim in zip(batches, record["sim"]):
+        assert f"## Cycle-accurate simulation (ultra96, batch {b}, verilator)" in text
+        kept = json.loads((tmp_path / f"sim_ultra96_b{b}.json").read_text())
+        fresh = remodel(json.loads(json.dumps(kept)))
+        for net, data in sim["networks"].items():
+            for row, old, new in zip(data["layers"], kept["networks"][net]["layers"],
+                                     fresh["networks"][net]["layers"]):
+                assert row["cycles"] == old["cycles"]          # the simulation, as recorded
+                assert row["model_cycles"] == new["model_cycles"]
+                assert f"| {net} | {row['layer']} | {row['phase']} | {row['cycles']:,} |" \
+                    in text
