@@ -261,13 +261,26 @@ class Loader(wiring.Component):
                 m.d.sync += lefts[s].eq(lefts[s] - 1)
 
         beats_per_word = t * t // f
+        # "The counter is at its last value", kept in flip-flops stepped with the counters
+        # (the same compares, one cycle ahead), so that the bank-address updates below select
+        # on registers rather than on 32-bit compares (before them the deepest path of the
+        # ultra96 design after the storer's: 19 LUT levels through these If/Elif chains).
+        pix_last, blk_last, tap_last, beat_last = Signal(), Signal(), Signal(), Signal()
+
+        def step(counter):
+            return (counter + 1)[:len(counter)]
+
         with m.FSM(name="write"):
             with m.State("IDLE"):
                 m.d.comb += handoff.r_en.eq(1)
                 with m.If(handoff.r_rdy):
                     m.d.sync += [w.eq(wview), addr.eq(wview.bank_base),
                                  run_addr.eq(wview.bank_base), blk_addr.eq(wview.bank_base),
-                                 pix.eq(0), tap.eq(0), beat.eq(0), blk.eq(0)]
+                                 pix.eq(0), tap.eq(0), beat.eq(0), blk.eq(0),
+                                 pix_last.eq(wview.count - 1 == 0),
+                                 blk_last.eq(wview.count - 1 == 0),
+                                 tap_last.eq(wview.taps - 1 == 0),
+                                 beat_last.eq(beats_per_word == 1)]
                     m.next = "SETUP"
             # Sizes in three registered steps (one multiplier each, off the data path).
             words_run, units = Signal(32), Signal(32)
@@ -307,32 +320,38 @@ class Loader(wiring.Component):
                 with m.If(px_done):
                     m.d.sync += out_left.eq(out_left - 1)
                     # Next pixel: along the run, or the next run's first word.
-                    with m.If(~w_pool & (pix == w.count - 1)):
+                    with m.If(~w_pool & pix_last):
                         m.d.sync += [pix.eq(0), run_addr.eq(run_addr + w.bank_run_stride),
-                                     addr.eq(run_addr + w.bank_run_stride)]
+                                     addr.eq(run_addr + w.bank_run_stride),
+                                     pix_last.eq(w.count - 1 == 0)]
                     with m.Else():
-                        m.d.sync += [pix.eq(pix + 1), addr.eq(addr + w.bank_step)]
+                        m.d.sync += [pix.eq(step(pix)), addr.eq(addr + w.bank_step),
+                                     pix_last.eq(step(pix) == w.count - 1)]
                 with m.If(w_done):
                     with m.If(is_bias):
-                        m.d.sync += beat.eq(beat + 1)
-                    with m.Elif(beat == beats_per_word - 1):
-                        m.d.sync += beat.eq(0)
-                        with m.If(tap == w.taps - 1):
-                            m.d.sync += tap.eq(0)
-                            with m.If(blk == w.count - 1):
+                        m.d.sync += [beat.eq(step(beat)),
+                                     beat_last.eq(step(beat) == beats_per_word - 1)]
+                    with m.Elif(beat_last):
+                        m.d.sync += [beat.eq(0), beat_last.eq(beats_per_word == 1)]
+                        with m.If(tap_last):
+                            m.d.sync += [tap.eq(0), tap_last.eq(w.taps - 1 == 0)]
+                            with m.If(blk_last):
                                 # Next run: its first block's first tap.
-                                m.d.sync += [blk.eq(0),
+                                m.d.sync += [blk.eq(0), blk_last.eq(w.count - 1 == 0),
                                              run_addr.eq(run_addr + w.bank_run_stride),
                                              blk_addr.eq(run_addr + w.bank_run_stride),
                                              addr.eq(run_addr + w.bank_run_stride)]
                             with m.Else():
-                                m.d.sync += [blk.eq(blk + 1),
+                                m.d.sync += [blk.eq(step(blk)),
+                                             blk_last.eq(step(blk) == w.count - 1),
                                              blk_addr.eq(blk_addr + w.bank_step),
                                              addr.eq(blk_addr + w.bank_step)]
                         with m.Else():
-                            m.d.sync += [tap.eq(tap + 1), addr.eq(addr + 1)]
+                            m.d.sync += [tap.eq(step(tap)), tap_last.eq(step(tap) == w.taps - 1),
+                                         addr.eq(addr + 1)]
                     with m.Else():
-                        m.d.sync += beat.eq(beat + 1)
+                        m.d.sync += [beat.eq(step(beat)),
+                                     beat_last.eq(step(beat) == beats_per_word - 1)]
                 finished = Signal()
                 m.d.comb += finished.eq(
                     Mux(pixel_target, (out_left == 0) | ((out_left == 1) & px_done),
