@@ -24,7 +24,7 @@ between the post-ops and the write sequencer, and on the write data output, and 
 instruction's kind is decoded into flip-flops when it is taken: no valid/ready path runs
 combinationally from the DMA write engine back through the post-ops into the drain's or the
 read router's FIFOs (before them, the deepest path of the whole ``ultra96`` design, 24 LUT
-levels). They add three cycles of latency a store, no throughput.
+levels; 19 after them). They add three cycles of latency a store, no throughput.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
