@@ -39,7 +39,8 @@ LOAD_TAIL = 4            # last beat -> bank written -> GIVE
 ROUTER_DELAY = 3         # request -> AR on the bus
 STORE_SETUP = 4          # storer: take, SIZE, SIZE2, START
 DRAIN_SETUP = 2          # drain job -> first read (START, CHECK, CHECK_RANGE)
-DRAIN_LATENCY = 5        # last read -> its beat at the post-ops (drain, storer slice), + 7 a pairing stage
+DRAIN_LATENCY = 5        # last read -> its beat at the writer (drain, 2 storer slices),
+#                          plus 7 a pairing stage
 WRITE_CMD = 4            # NEXT, CMD, DmaWrite: command -> first W beat
 SGD_LATENCY = {Post.SGD: 26, Post.SGD_MOMENTUM: 26}      # one momentum-capable unit:
 #                                   drain beat -> its w' written (FMUL, FADD twice, gearboxes)
@@ -120,10 +121,11 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
 
     The schedule is computed again with the engine's jobs of the previous pass, until it no
     longer changes (at most :data:`PASSES` times)."""
+    barrier = _store_barriers(program)
     prior = previous = None
     for _ in range(PASSES):
         steps = []
-        perf, prior = _schedule(program, cfg, dram, steps, prior)
+        perf, prior = _schedule(program, cfg, dram, steps, prior, barrier)
         if previous is not None and perf.cycles == previous:
             break
         previous = perf.cycles
@@ -132,10 +134,10 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
     return perf
 
 
-def _schedule(program, cfg, dram, trace, prior):
+def _schedule(program, cfg, dram, trace, prior, barrier):
     """One pass of :func:`program_perf`: ``(ProgramPerf, owned)``, where ``owned`` maps a
     buffer half or weight region to the ``(start, end, index)`` of the jobs owning it;
-    ``prior`` is the previous pass's, or None."""
+    ``prior`` is the previous pass's, or None; ``barrier``: :func:`_store_barriers`."""
     f, t = cfg.floats_per_beat, cfg.tm
     piece = 64 * f
     rd = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate)
@@ -211,24 +213,28 @@ def _schedule(program, cfg, dram, trace, prior):
     # into from the cycle the engine takes them to the end of their flush; a drain reads a
     # half or region only while no job owns it (core.drain, ``engine_*_owned``).
     owned = {}                                               # ("ofm", h) / ("w", r) -> jobs
-    barrier = _store_barriers(program)
     wtop = addr_bits(cfg.weight_depth) - 1
 
     def w_region(addr):
         return (int(addr) >> wtop) & 1
 
-    def unowned_time(keys, t0, need, k):
-        """When ``need`` cycles of reads that start at ``t0`` and stall while a job owns one
-        of ``keys`` are done, given the jobs before instruction ``k`` scheduled so far and
-        the later ones as the previous pass scheduled them."""
-        tcur, left = t0, need
+    def owning_jobs(keys, k):
+        """``(start, end)`` of the jobs owning one of ``keys`` that the drain of store ``k``
+        can meet: those before it scheduled so far, and the later ones as the previous pass
+        scheduled them."""
         jobs = [iv[:2] for key in keys for iv in owned.get(key, ())]
         if prior is not None:
             # Only the jobs that can run before this store is done: not the one waiting for
             # its token (or for a later store's), nor any after it (the unit is in order).
             stop = barrier.get(k, len(program))
             jobs += [iv[:2] for key in keys for iv in prior.get(key, ()) if k < iv[2] < stop]
-        for s, e in sorted(jobs):
+        return sorted(jobs)
+
+    def unowned_time(jobs, t0, need):
+        """When ``need`` cycles of reads that start at ``t0`` and stall while one of
+        ``jobs`` (sorted ``(start, end)``) runs are done."""
+        tcur, left = t0, need
+        for s, e in jobs:
             if e <= tcur:
                 continue
             if s > tcur:
@@ -338,8 +344,9 @@ def _schedule(program, cfg, dram, trace, prior):
                 else:
                     keys = {("ofm", instr.half)}
                 lat_d = DRAIN_LATENCY + 7 * instr.log2_p
-                src_end = unowned_time(keys, d0, reads, k) + lat_d
-                src_first = unowned_time(keys, d0, 1, k) + lat_d
+                jobs = owning_jobs(keys, k)
+                src_end = unowned_time(jobs, d0, reads) + lat_d
+                src_first = unowned_time(jobs, d0, 1) + lat_d
             out_beats = _beats(words, f)
             lat = 0
             w_first = src_first
@@ -417,7 +424,7 @@ def _store_barriers(program):
     the one that takes the token of this store, or of the first later store that gives the
     compute unit one (the store unit runs its instructions in order, and so does the
     compute unit)."""
-    consumer, pending, owed = {}, [], 0
+    consumer, pending = {}, []
     for k, instr in enumerate(program):
         if instr.op == Op.STORE and instr["signal_compute"]:
             pending.append(k)

@@ -132,11 +132,6 @@ def _build_resources(builds):
     return out
 
 
-def sim_pes(sim):
-    from ..config import preset
-    return preset(sim["preset"]).pes
-
-
 def run(args):
     models = {}
     for name in ("zcu102", "ultra96"):
@@ -144,6 +139,7 @@ def run(args):
         cfg, net, rows = models[name]
         print(f"{name}: VGG-16 batch 16 modelled {net.cycles} cycles, {net.gflops:.2f} GFLOPS, "
               f"{100 * net.utilisation:.1f} % of peak", flush=True)
+    from ..config import preset
     from .sim import remodel
     sims = [remodel(json.loads(Path(p).read_text())) for p in args.sim_json]
     resources = _build_resources(args.builds)
@@ -182,6 +178,7 @@ def run(args):
               "![roofline](perf/roofline_vgg16.png)", ""]
     record["sim"] = sims
     for sim in sims:
+        pes = preset(sim["preset"]).pes
         lines += [f"## Cycle-accurate simulation ({sim['preset']}, batch {sim['batch']}, "
                   f"{sim['backend']})", "",
                   "| net | layer | phase | cycles | util | roofline | util/roof | model | "
@@ -193,11 +190,9 @@ def run(args):
                              f"{100 * r['utilisation']:.1f} % | {100 * r['roofline']:.1f} % | "
                              f"{100 * rel:.1f} % | {r['model_cycles']:,} | "
                              f"{100 * r['model_error']:+.1f} % |")
-            cyc = sum(r["cycles"] for r in data["layers"])
-            macs = sum(r["macs"] for r in data["layers"])
             worst = max(abs(r["model_error"]) for r in data["layers"])
-            lines.append(f"| {net_name} | all | step | {cyc:,} | "
-                         f"{100 * macs / (sim_pes(sim) * cyc):.1f} % | | | | "
+            lines.append(f"| {net_name} | all | step | {data['cycles']:,} | "
+                         f"{100 * data['macs'] / (pes * data['cycles']):.1f} % | | | | "
                          f"worst {100 * worst:.1f} % |")
         lines.append("")
         for net_name, data in sim["networks"].items():

@@ -34,8 +34,9 @@ from pathlib import Path
 
 from ..config import PRESETS
 
-__all__ = ["FitError", "PartialSynthesis", "partial_from_log", "used_from_partial", "precheck", "lower_bounds", "check", "used_resources", "lut_sites",
-           "synthesize_accelerator", "budget", "fmt_count", "RESOURCE_NAMES"]
+__all__ = ["FitError", "PartialSynthesis", "partial_from_log", "used_from_partial", "precheck",
+           "lower_bounds", "check", "used_resources", "lut_sites", "synthesize_accelerator",
+           "budget", "fmt_count", "RESOURCE_NAMES"]
 
 #: How the messages name each resource.
 RESOURCE_NAMES = {

@@ -51,7 +51,8 @@ def summary_markdown(report, board):
         "|---|---:|---:|---:|---:|",
     ]
     for name, used, avail, have, pct in resource_table(board, report["resources"]["used"]):
-        lines.append(f"| {name} | {fmt_count(used)} | {fmt_count(avail)} | {have:,} | {pct:.1f} % |")
+        lines.append(f"| {name} | {fmt_count(used)} | {fmt_count(avail)} | {have:,} | "
+                     f"{pct:.1f} % |")
     raw = report["resources"].get("yosys")
     if raw:
         lines += ["", "Open synthesis, as Yosys mapped it: "
