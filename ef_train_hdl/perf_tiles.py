@@ -393,8 +393,11 @@ def _schedule(program, cfg, dram, trace, prior, barrier):
                 held = (n_pieces - 1) * stall + _beats(last_piece, f) + 2
             # Written as fast as the writer goes (a command a piece), or, when the source is
             # the slower, its last beat in the cycle it comes out of the post-ops; the unit
-            # takes its next instruction three cycles after that (RUN, FINISH, IDLE).
-            w_bound = w_start + out_beats + pieces * WRITE_CMD
+            # takes its next instruction three cycles after that (RUN, FINISH, IDLE). The
+            # first piece's command goes out while the source's first beat is on its way
+            # (AW 6 cycles before the first W beat in the simulator's trace of LeNet's last
+            # FC layer, BP, batch 16), so only the later pieces' commands add to the beats.
+            w_bound = w_start + out_beats + (pieces - 1) * WRITE_CMD
             s_bound = src_end + lat + held
             w_end = max(w_bound, s_bound)
             wr_free = w_end
