@@ -174,6 +174,74 @@ def test_lut_sites_pairs_small_luts_sharing_inputs():
     assert (sites, pairs) == (3, 1)
 
 
+def _lut(*bits):
+    return {"type": f"LUT{len(bits)}",
+            "connections": {f"I{i}": [b] for i, b in enumerate(bits)} | {"O": [99]}}
+
+
+def test_lut_sites_of_a_hierarchy_count_each_instance():
+    """Module by module (flatten=False), a module's sites count once per instance: top holds
+    two ``mid``, each ``mid`` three ``leaf``; a primitive's black box is not a module."""
+    from ef_train_hdl.synth import instance_counts
+    box = {"attributes": {"blackbox": "00000000000000000000000000000001"}, "cells": {}}
+    leaf = {"cells": {"a": _lut(2, 3, 4), "b": _lut(3, 5), "f": {"type": "FDRE",
+                                                                "connections": {}}}}
+    mid = {"cells": {"x": _lut(1, 2, 3, 4, 5, 6), **{f"l{i}": {"type": "leaf",
+                                                              "connections": {}}
+                                                     for i in range(3)}}}
+    top = {"cells": {"m0": {"type": "mid", "connections": {}},
+                     "m1": {"type": "mid", "connections": {}}, "y": _lut(7, 8)}}
+    netlist = {"modules": {"top": top, "mid": mid, "leaf": leaf, "LUT2": box, "FDRE": box}}
+    assert instance_counts(netlist, "top") == {"top": 1, "mid": 2, "leaf": 6}
+    # leaf: a+b pair into 1 site; mid: one LUT6; top: one LUT2.
+    assert fit.lut_sites(netlist, "top") == (6 * 1 + 2 * 1 + 1, 6)
+
+
+def test_flat_synthesis_up_to_the_ultra96_array():
+    assert fit.flat_synthesis(preset("ultra96"))
+    assert not fit.flat_synthesis(preset("zcu102"))
+
+
+def test_synthesis_module_by_module_against_flat():
+    """The same component both ways: a counter feeding two adder stages, each its own module
+    (Amaranth keeps submodules as RTLIL modules). Per-module mapping gives the same
+    flip-flops and at least the flat LUT count less what crosses boundaries, and its path
+    stops at the module boundaries."""
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from ef_train_hdl.synth import synthesize
+
+    class Stage(wiring.Component):
+        a: In(16)
+        y: Out(16)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.y.eq((self.a + 3) ^ (self.a >> 1))
+            return m
+
+    class Two(wiring.Component):
+        x: In(16)
+        y: Out(16)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.submodules.s0 = s0 = Stage()
+            m.submodules.s1 = s1 = Stage()
+            m.d.comb += [s0.a.eq(self.x), s1.a.eq(s0.y + self.x), self.y.eq(s1.y)]
+            return m
+
+    flat = synthesize(Two(), family="xcup", top="two", ltp=False)
+    hier = synthesize(Two(), family="xcup", top="two", ltp=False, flatten=False)
+    assert flat.flattened and not hier.flattened
+    assert hier.ff == flat.ff == 32
+    assert hier.lut > 0 and abs(hier.lut - flat.lut) <= flat.lut // 4
+    assert not any(k in ("two", "two.s0", "two.s1") for k in hier.cells)
+    assert 0 < hier.lut_levels <= flat.lut_levels
+
+
 # -- the Zynq flow, end to end, on the tiny configuration ---------------------------------------
 
 @pytest.fixture(scope="module")
