@@ -38,3 +38,16 @@ def test_bench_all_reuses_records_and_writes_the_report(tmp_path):
                 assert row["model_cycles"] == new["model_cycles"]
                 assert f"| {net} | {row['layer']} | {row['phase']} | {row['cycles']:,} |" \
                     in text
+
+
+def test_cycle_budget_splits_the_counters():
+    """The 'where the cycles go' rows: MACs over the array, the array's other cycles, the
+    engine's idle ones and its waits, each as a share of the layer's cycles."""
+    from ef_train_hdl.bench.report import _cycle_budget
+    row = {"layer": "2:conv3", "phase": "WU", "cycles": 1000, "macs": 64 * 800,
+           "counters": {"pe_busy": 900, "engine_wait_load": 25, "engine_wait_fetch": 5}}
+    fc = dict(row, layer="3:fc")
+    lines = _cycle_budget({"networks": {"vgg": {"layers": [row, fc]}}}, 64)
+    rows = [line for line in lines if line.startswith("| vgg")]
+    assert rows == ["| vgg | 2:conv3 | WU | 1,000 | 80.0 % | 10.0 % | 10.0 % | 2.5 % / 0.5 % |"]
+    assert _cycle_budget({"networks": {"vgg": {"layers": [fc]}}}, 64) == []

@@ -132,6 +132,37 @@ def _build_resources(builds):
     return out
 
 
+def _cycle_budget(sim, pes):
+    """Where the cycles of the simulated convolution layers went, from the accelerator's
+    counters: the paper's MACs, the array's other work, the engine without a job."""
+    rows = [(n, r) for n, data in sim["networks"].items() for r in data["layers"]
+            if "conv" in r["layer"] and r.get("counters")]
+    if not rows:
+        return []
+    lines = ["Where the cycles of the convolution layers go (the accelerator's counters): "
+             "*MACs* the layer's multiply-accumulates over the Tm x Tn array; *other array "
+             "work* the rest of the cycles the array computed: lanes with no channel (a "
+             "layer with fewer input or output channels than Tn or Tm), the WU bias "
+             "gradients (a pass over the output pixels per image and output group: 1 / (input "
+             "groups x taps) of the MACs) and the fill passes of short chains; *engine idle* "
+             "every other cycle — a job's set-up (checks, "
+             "address set-up, the step between stride phases: about 8 cycles a job), the "
+             "program's start and its last store — of which *waiting* the cycles it had no "
+             "job because a load had not given its token or no COMPUTE was dispatched yet.",
+             "", "| net | layer | phase | cycles | MACs | other array work | engine idle | "
+             "of it waiting (load / fetch) |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for net_name, r in rows:
+        c = r["counters"]
+        cycles, busy = r["cycles"], c["pe_busy"]
+        useful = r["macs"] / pes
+        lines.append(f"| {net_name} | {r['layer']} | {r['phase']} | {cycles:,} | "
+                     f"{100 * useful / cycles:.1f} % | {100 * (busy - useful) / cycles:.1f} % | "
+                     f"{100 * (cycles - busy) / cycles:.1f} % | "
+                     f"{100 * c['engine_wait_load'] / cycles:.1f} % / "
+                     f"{100 * c['engine_wait_fetch'] / cycles:.1f} % |")
+    return lines + [""]
+
+
 def run(args):
     models = {}
     for name in ("zcu102", "ultra96"):
@@ -195,6 +226,7 @@ def run(args):
                          f"{100 * data['macs'] / (pes * data['cycles']):.1f} % | | | | "
                          f"worst {100 * worst:.1f} % |")
         lines.append("")
+        lines += _cycle_budget(sim, pes)
         for net_name, data in sim["networks"].items():
             step = data.get("step")
             if step:
