@@ -42,7 +42,6 @@ stage for 300 MHz on an UltraScale+ -1 part), not as timing closure.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import re
@@ -52,8 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["SynthResult", "SynthError", "synthesize", "FAMILIES", "logic_depth",
-           "instance_counts"]
+__all__ = ["SynthResult", "SynthError", "synthesize", "FAMILIES", "logic_depth"]
 
 FAMILIES = ("xcup", "ecp5")
 
@@ -101,12 +99,6 @@ class SynthResult:
         Yosys ``ltp -noff`` length on the mapped netlist (through registers; see above).
     seconds : float
         Wall-clock seconds Yosys took.
-    flattened : bool
-        True: one flat netlist (the counts and the path cross every module boundary).
-        False: synthesised module by module (``flatten=False``): the counts are the
-        hierarchy's totals (each module's cells times its instances), with no optimisation
-        across module boundaries, and the path is the deepest *inside one module* (a
-        boundary counts as a register), a lower bound of the flat design's.
     """
 
     family: str
@@ -129,7 +121,6 @@ class SynthResult:
     path: tuple
     ltp_noff: int | None
     seconds: float
-    flattened: bool = True
 
     def as_dict(self):
         """A JSON-able dict of every field."""
@@ -186,15 +177,13 @@ def _dsp_rules(cell):
     return registered_out, ends
 
 
-def logic_depth(netlist, top, *, names=False, boundaries=()):
+def logic_depth(netlist, top, *, names=False):
     """Deepest start-to-end path of a mapped ``write_json`` netlist, as the module docstring
     defines it.
 
     Returns ``(levels, carries, muxes, dsps, longest_carry_chain, path_cell_types)``; with
     ``names``, a seventh item: the path's cells as ``(name, type)``, the register or port it
-    starts from first (to find *which* logic is deep). Cells whose type is in
-    ``boundaries`` (instances of other modules of a hierarchical netlist) start and end paths
-    as registers do.
+    starts from first (to find *which* logic is deep).
     """
     module = netlist["modules"][top]
     cells = module["cells"]
@@ -218,7 +207,7 @@ def logic_depth(netlist, top, *, names=False, boundaries=()):
             kind_of[name] = "mux"
         elif _DSP.match(t):
             kind_of[name] = "dsp"
-        elif _FF.match(t) or _SRL.match(t) or _BRAM.match(t) or t in boundaries:
+        elif _FF.match(t) or _SRL.match(t) or _BRAM.match(t):
             kind_of[name] = "seq"
         else:
             kind_of[name] = "other"
@@ -351,8 +340,7 @@ def _run_yosys(script, workdir, timeout):
         raise SynthError(f"yosys failed (exit {result.returncode}):\n{tail}\n{result.stderr}")
 
 
-def synthesize(design, *, family="xcup", top="top", workdir=None, timeout=3600, ltp=True,
-               flatten=True):
+def synthesize(design, *, family="xcup", top="top", workdir=None, timeout=3600, ltp=True):
     """Synthesise ``design`` for ``family`` and count what it uses.
 
     Parameters
@@ -372,10 +360,6 @@ def synthesize(design, *, family="xcup", top="top", workdir=None, timeout=3600, 
         Wall-clock limit in seconds.
     ltp : bool
         Also run Yosys's ``ltp -noff`` (:attr:`SynthResult.ltp_noff`).
-    flatten : bool
-        False: keep the module hierarchy (no ``-flatten``; ``synth_ecp5 -noflatten``), so that
-        each module is mapped on its own — what a design too big for one flat mapping in the
-        WebAssembly Yosys's 4 GiB needs (:attr:`SynthResult.flattened`).
 
     Returns
     -------
@@ -388,19 +372,16 @@ def synthesize(design, *, family="xcup", top="top", workdir=None, timeout=3600, 
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="ef_train_hdl_synth_") as tmp:
             return synthesize(design, family=family, top=top, workdir=tmp, timeout=timeout,
-                              ltp=ltp, flatten=flatten)
+                              ltp=ltp)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     read = _design_source(design, top, workdir)
     if family == "xcup":
-        synth = (f"synth_xilinx -family xcup{' -flatten' if flatten else ''} -noiopad "
-                 f"-noclkbuf -top {top}")
+        synth = f"synth_xilinx -family xcup -flatten -noiopad -noclkbuf -top {top}"
     else:
-        synth = f"synth_ecp5{'' if flatten else ' -noflatten'} -top {top}"
+        synth = f"synth_ecp5 -top {top}"
     script = workdir / "synth.ys"
-    # With a hierarchy, ``stat -top`` adds each module's cells up over its instances.
-    stat = "stat -json" if flatten else f"stat -json -top {top}"
-    lines = [read, synth, f"tee -q -o stat.json {stat}", "write_json netlist.json"]
+    lines = [read, synth, "tee -q -o stat.json stat -json", "write_json netlist.json"]
     if ltp:
         lines.append("tee -q -o ltp.txt ltp -noff")
     script.write_text("\n".join(lines) + "\n")
@@ -416,53 +397,10 @@ def synthesize(design, *, family="xcup", top="top", workdir=None, timeout=3600, 
     if ltp and (workdir / "ltp.txt").exists():
         match = re.search(r"length=(-?\d+)", (workdir / "ltp.txt").read_text())
         ltp_noff = int(match.group(1)) if match else None
-    return _result(family, top, cells, netlist, ltp_noff, seconds, flatten)
+    return _result(family, top, cells, netlist, ltp_noff, seconds)
 
 
-def _design_modules(netlist):
-    """The modules of a ``write_json`` netlist that are the design's (not the primitive
-    library's black and white boxes)."""
-    def flag(attrs, key):
-        value = attrs.get(key, 0)
-        return int(value, 2) if isinstance(value, str) else int(value)
-    return {name: mod for name, mod in netlist["modules"].items()
-            if not flag(mod.get("attributes", {}), "blackbox")
-            and not flag(mod.get("attributes", {}), "whitebox")}
-
-
-def instance_counts(netlist, top):
-    """How many times each module of a hierarchical ``write_json`` netlist is instantiated
-    under ``top`` (``top`` itself once)."""
-    modules = _design_modules(netlist)
-    children = {name: collections.Counter(c["type"] for c in mod["cells"].values()
-                                          if c["type"] in modules)
-                for name, mod in modules.items()}
-    order, seen = [], set()
-
-    def visit(name):                   # post-order: every module after the ones it holds
-        seen.add(name)
-        for child in children[name]:
-            if child not in seen:
-                visit(child)
-        order.append(name)
-
-    visit(top)
-    counts = collections.Counter({top: 1})
-    for name in reversed(order):       # parents first
-        for child, n in children[name].items():
-            counts[child] += counts[name] * n
-    return dict(counts)
-
-
-def _deepest_in_modules(netlist, top):
-    """:func:`logic_depth` of the deepest module of a hierarchical netlist."""
-    boundaries = frozenset(_design_modules(netlist))
-    return max((logic_depth(netlist, name, boundaries=boundaries)
-                for name in instance_counts(netlist, top)),
-               key=lambda r: r[:3])
-
-
-def _result(family, top, cells, netlist, ltp_noff, seconds, flattened=True):
+def _result(family, top, cells, netlist, ltp_noff, seconds):
     lut_by_size = {}
     for kind, n in cells.items():
         match = re.match(r"^LUT([1-6])$", kind)
@@ -479,14 +417,10 @@ def _result(family, top, cells, netlist, ltp_noff, seconds, flattened=True):
     bram = {kind: n for kind, n in cells.items() if _BRAM.match(kind)}
     lutram = {kind: n for kind, n in cells.items() if _LUTRAM.match(kind)}
     srl = sum(n for kind, n in cells.items() if _SRL.match(kind))
-    if flattened:
-        levels, carries, muxes, dsps, chain, path = logic_depth(netlist, top)
-    else:
-        levels, carries, muxes, dsps, chain, path = _deepest_in_modules(netlist, top)
-        cells = {k: n for k, n in cells.items() if k not in _design_modules(netlist)}
+    levels, carries, muxes, dsps, chain, path = logic_depth(netlist, top)
     return SynthResult(
         family=family, top=top, cells=cells, lut=sum(lut_by_size.values()),
         lut_by_size=lut_by_size, ff=ff, dsp=dsp, carry=carry, carry8=carry8, bram=bram,
         lutram=lutram, srl=srl, lut_levels=levels, carry_on_path=carries, mux_on_path=muxes,
         dsp_on_path=dsps, longest_carry_chain=chain, path=path, ltp_noff=ltp_noff,
-        seconds=seconds, flattened=flattened)
+        seconds=seconds)

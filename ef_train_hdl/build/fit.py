@@ -137,19 +137,8 @@ def precheck(board, cfg):
 
 def lut_sites(netlist, top):
     """LUT sites of a Yosys UltraScale+ netlist, with LUT6_2 pairing (see the module
-    docstring). Returns ``(sites, pairs)``: ``sites`` counts logic LUTs less ``pairs``. A
-    hierarchical netlist (:func:`~ef_train_hdl.synth.synthesize` with ``flatten=False``) is
-    paired module by module, each module's figures times its instances."""
-    from ..synth import instance_counts
-    sites = pairs = 0
-    for name, count in instance_counts(netlist, top).items():
-        s, p = _module_lut_sites(netlist["modules"][name])
-        sites += count * s
-        pairs += count * p
-    return sites, pairs
-
-
-def _module_lut_sites(mod):
+    docstring). Returns ``(sites, pairs)``: ``sites`` counts logic LUTs less ``pairs``."""
+    mod = netlist["modules"][top]
     luts = []
     for cell in mod["cells"].values():
         if cell["type"].startswith("LUT"):
@@ -219,21 +208,7 @@ def _cache_dir():
     return Path.home() / ".cache" / "ef_train_hdl" / "synth"
 
 
-#: The most PEs the WebAssembly Yosys has mapped as one flat netlist here: the ultra96
-#: preset's 64 (13 to 19 minutes). The zcu102 preset's 256 stopped after 69 minutes with a
-#: WebAssembly trap in ABC9 (its 4 GiB of memory); larger arrays are synthesised module by
-#: module (:func:`flat_synthesis`).
-FLAT_SYNTH_MAX_PES = 64
-
-
-def flat_synthesis(cfg):
-    """Whether the open synthesis of ``cfg``'s accelerator flattens it (see
-    :data:`FLAT_SYNTH_MAX_PES`)."""
-    return cfg.tm * cfg.tn <= FLAT_SYNTH_MAX_PES
-
-
-def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expected_min=None,
-                           flatten=True):
+def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expected_min=None):
     """Open synthesis of the accelerator's RTLIL text, cached by its hash.
 
     Runs :func:`ef_train_hdl.synth.synthesize` in ``workdir`` (the log and the statistics
@@ -242,16 +217,12 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
     ``~/.cache/ef_train_hdl/synth`` under the hash of the RTLIL and the family, so building
     the same design again takes seconds.
 
-    ``flatten=False`` maps it module by module (:func:`flat_synthesis`;
-    :attr:`~ef_train_hdl.synth.SynthResult.flattened`).
-
     Returns ``(result, sites, pairs, cached)``. Raises :class:`PartialSynthesis` when Yosys
     died after its AIGMAP step (what it had mapped is in the exception), and
     :class:`~ef_train_hdl.synth.SynthError` when it failed before.
     """
     from ..synth import SynthResult, synthesize
-    mode = "" if flatten else "hierarchy\n"
-    key = hashlib.sha256(f"{family}\n{top}\n{mode}".encode() + rtlil.encode()).hexdigest()[:24]
+    key = hashlib.sha256(f"{family}\n{top}\n".encode() + rtlil.encode()).hexdigest()[:24]
     cache = _cache_dir() / f"{key}.json"
     kept = ("yosys.log", "stat.json")     # what a build folder shows of its synthesis
     failed = cache.parent / f"{key}.partial.json"
@@ -278,7 +249,7 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
     def work():
         try:
             box["result"] = synthesize(source, family=family, top=top, workdir=workdir,
-                                       timeout=4 * 3600, ltp=False, flatten=flatten)
+                                       timeout=4 * 3600, ltp=False)
         except BaseException as e:    # re-raised in the caller's thread
             box["error"] = e
 
@@ -287,8 +258,7 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
     thread.start()
     log = workdir / "yosys.log"
     hint = f" (about {expected_min} min here)" if expected_min else ""
-    how = "" if flatten else ", module by module"
-    progress(f"open synthesis ({family}{how}) of the accelerator{hint}; log: {log}")
+    progress(f"open synthesis ({family}) of the accelerator{hint}; log: {log}")
     while True:
         thread.join(30)
         if not thread.is_alive():
