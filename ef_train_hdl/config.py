@@ -210,14 +210,10 @@ PRESETS = {
     "tiny": AcceleratorConfig(
         tm=2, tn=2, k_max=5, ifm_depth=512, weight_depth=256, ofm_depth=256,
         dma_data_width=64, max_channels=256, max_size=64, max_batch=16, name="tiny"),
-    # ECP5-85F: 156 18x18 multipliers, ~84k LUT4, 208 EBR (18 kbit). A 4x4 array with a
-    # 128-bit DMA synthesises and places (70 % of the LUT4s, Fmax estimate 31.9 MHz), but
-    # the open router (nextpnr-ecp5 router2) still had 37,091 wires overused after 45
-    # minutes; with a 64-bit DMA (63 %) it took the same course (docs/ulx3s.md). The board's
-    # preset is the 2x2 array, which routes, with the buffers and limits of a real network.
+    # ECP5-85F: 156 18x18 multipliers, ~84k LUT4, 208 EBR (18 kbit).
     "ulx3s": AcceleratorConfig(
-        tm=2, tn=2, k_max=5, ifm_depth=1024, weight_depth=512, ofm_depth=1024,
-        dma_data_width=64, max_channels=1024, max_size=256, max_batch=64, name="ulx3s"),
+        tm=4, tn=4, k_max=5, ifm_depth=1024, weight_depth=512, ofm_depth=1024,
+        max_channels=1024, max_size=256, max_batch=64, name="ulx3s"),
     # XCZU3EG: 70,560 LUT, 141,120 FF, 360 DSP48E2, 216 BRAM36.
     "ultra96": AcceleratorConfig(
         tm=8, tn=8, k_max=5, ifm_depth=2048, weight_depth=1024, ofm_depth=2048,

@@ -45,7 +45,7 @@ NETS = {
     "mixed": (mixed_net, 2, TINY, 0.5),
     "odd_pool": (odd_pool_net, 3, TINY, 0.0),
     "lenet_ultra96": (lambda: lenet5(size=32), 2, preset("ultra96"), 0.9),
-    "mixed_4x4": (mixed_net, 1, preset("ulx3s").replace(tm=4, tn=4, dma_data_width=128), 0.0),
+    "mixed_4x4": (mixed_net, 1, preset("ulx3s"), 0.0),
 }
 
 
