@@ -191,6 +191,12 @@ class AcceleratorConfig:
         depth, 1 back to idle (measured by ``bench core`` and tests/test_core.py)."""
         return 2 + 5 * stride_phases + int(bias) + self.pe_depth + 1
 
+    def job_setup(self, stride_phases=1, bias=False):
+        """The part of :meth:`job_overhead` that holds the engine: all of it but the flush
+        through the PE array, which runs in the background while the next job of the same
+        phase starts (``model.tiles.jobs_schedule``)."""
+        return self.job_overhead(stride_phases, bias) - self.pe_depth
+
     def peak_gflops(self, clock_mhz):
         """Peak GFLOPS (two flops per MAC) at ``clock_mhz``."""
         return 2 * self.pes * clock_mhz / 1000

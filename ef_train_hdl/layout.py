@@ -436,8 +436,12 @@ def bp_taps(layer, y0, y1, width):
 
 
 def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
-    """``(transfers, compute)``: :func:`tile_transfers` and, per tile step, the PE array's
-    MAC cycles (one MAC per PE per cycle; no pipeline overhead, which perf.py adds)."""
+    """``(transfers, compute, jobs)``: :func:`tile_transfers` and, per tile step, the PE
+    array's operation cycles (one MAC per PE per cycle, and the WU bias-gradient pass: one
+    cycle per output pixel in the steps that end a row tile of a layer with a bias) and the
+    number of tile-engine jobs the step runs (the lowering's COMPUTE instructions: one per
+    output group of the chunk in FP and BP, one per input group in WU plus its bias job).
+    No pipeline overhead: perf.py adds the engine's set-up per job."""
     phase = Phase(phase)
     momentum = cfg.momentum if momentum is None else momentum
     lay = _tensor_layouts(layer, cfg, batch)
@@ -447,6 +451,7 @@ def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
     tr, gc, order = tiling.tile_rows, tiling.groups, tiling.order
     out = []
     compute = []
+    jobs = []
     step = 0
 
     def add(direction, name, runs):
@@ -470,8 +475,9 @@ def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
                         add("load", "pool_idx", [lay["ofm"].rows_run(b, g, p0, p1)])
                         add("store", "grad_in", [lay["ifm"].rows_run(b, g, r0, r1)])
                     compute.append((r1 - r0) * w)   # the pool unit takes one pixel of Tn lanes a cycle
+                    jobs.append(0)
                     step += 1
-        return out, compute
+        return out, compute, jobs
 
     wl = lay["weights"]
     if phase is Phase.FP:
@@ -501,7 +507,10 @@ def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
                                     add("store", name, merge_runs(
                                         [lay["ofm"].rows_run(b, og, p0, p1)
                                          for og in out_groups]))
-                        compute.append(len(chunk) * layer.kernel ** 2 * (r1 - r0) * wo)
+                        # + the bias preamble cycle of each job of the first input group
+                        compute.append(len(chunk) * (layer.kernel ** 2 * (r1 - r0) * wo +
+                                                     int(layer.bias and g == 0)))
+                        jobs.append(len(chunk))
                         step += 1
     elif phase is Phase.BP:
         gm = _ceil_div(m, tn)                      # reduction groups (Tn output channels)
@@ -532,13 +541,14 @@ def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
                                 add("store", "grad_in", merge_runs(
                                     [lay["ifm"].rows_run(b, ig, y0, y1) for ig in in_groups]))
                         compute.append(len(chunk) * bp_taps(layer, y0, y1, w))
+                        jobs.append(len(chunk))
                         step += 1
     else:  # WU: PE (mi, nj) of block (mg, ng) owns dw[m, n, :, :]
         gn = lay["ifm"].groups
         for mg in range(wl.m_groups):
             m0, m1 = mg * tm, min(m, (mg + 1) * tm)
             zgroups = list(range(m0 // tn, _ceil_div(m1, tn)))
-            for chunk in _chunks(gn, gc):
+            for ci, chunk in enumerate(_chunks(gn, gc)):
                 for b in range(images):
                     for r0, r1 in row_tiles(ho, tr):
                         rows_in = fp_input_rows(layer, r0, r1, h)
@@ -555,9 +565,14 @@ def tile_steps(layer, phase, tiling, cfg, batch, *, momentum=None):
                                 for name in ("weights",) + (("momentum",) if momentum else ()):
                                     add("load", name, run)
                                     add("store", name, run)
-                            compute.append(layer.kernel ** 2 * (r1 - r0) * wo)
+                            # The first chunk's bias job after its row tile: one pass over
+                            # the tile's output pixels (the bias gradient of Tm channels).
+                            bias_job = layer.bias and ci == 0 and i == len(chunk) - 1
+                            compute.append(layer.kernel ** 2 * (r1 - r0) * wo +
+                                           (r1 - r0) * wo * bias_job)
+                            jobs.append(1 + bias_job)
                             step += 1
-    return out, compute
+    return out, compute, jobs
 
 
 def bursts(offset_words, words, cfg):

@@ -27,6 +27,7 @@ from .layout import _tensor_layouts, tile_steps
 from .workloads import Phase, vgg16_conv
 
 __all__ = ["DramModel", "PeTiming", "LayerPerf", "NetworkPerf", "layer_perf", "pipeline_cycles",
+           "engine_cycles",
            "roofline", "network_perf", "paper_setting", "PAPER_MODEL_GFLOPS",
            "PAPER_BOARD_GFLOPS"]
 
@@ -59,10 +60,12 @@ class DramModel:
 class PeTiming:
     """Timing of the PE array that the model does not derive.
 
-    ``tile_overhead_cycles``: cycles a tile step spends beyond its MACs (checks, address
-    set-up, pipeline fill and drain of the multipliers and adder trees). ``None`` takes the
-    tile engine's measured figure, :meth:`AcceleratorConfig.job_overhead` (one stride phase,
-    no bias).
+    ``tile_overhead_cycles``: cycles a tile step spends beyond its operations. ``None`` (the
+    default) takes the tile engine's measured figures: :meth:`AcceleratorConfig.job_setup`
+    per job of the step (checks, address set-up, the step between stride phases) and the PE
+    array's depth once, for the flush of the layer's last job (the engine flushes each job
+    in the background while it starts the next one of the same phase). A number charges
+    that many cycles per step instead (the paper's style of model).
     """
 
     tile_overhead_cycles: int | None = None
@@ -142,26 +145,128 @@ def layer_perf(layer, phase, tiling, cfg, batch, dram=DramModel(), timing=PeTimi
                      store_words)
 
 
-def _enumerate(layer, phase, tiling, cfg, batch, dram, timing, momentum):
-    transfers, compute = tile_steps(layer, phase, tiling, cfg, batch, momentum=momentum)
+def engine_cycles(early, half, compute, store, sgd_reads=None, flush=0, ahead=None,
+                  ahead_wait=None):
+    """Cycles of a sequence of tile steps as the accelerator's three units overlap them.
+
+    Per step ``j``: ``early[j]`` load cycles into buffers that are free long before (WU's
+    output gradients into the OFM halves, a chunk's resident weights into the other weight
+    region), then ``half[j]`` into the ping-pong half step ``j - 2`` computed from (input
+    tiles, streamed weights); ``compute[j]``; ``store[j]``. The loader takes its transfers
+    in program order, one after the other on the read channel; the engine takes step ``j``
+    when step ``j - 1`` is done and its loads are in; a step waits for the store two stores
+    back (the OFM half or weight region it writes); a store starts when its step's last job
+    has flushed (``flush`` cycles) and the previous store is done. ``sgd_reads[j]`` are read
+    cycles a store spends (WU's SGD reads w and v alongside its writes): the store lasts the
+    longer of the two; the bus router interleaves those reads with the loader's, which the
+    model leaves out. ``ahead[j]`` are load cycles the loader issues after step ``j``'s own
+    loads for a later step (the next chunk's resident weights, which the lowering fetches
+    during a chunk's first tile), once step ``ahead_wait[j]`` has computed (the region's last
+    user; -1: none). Returns the cycle the last store (or step) ends.
+    """
     n = len(compute)
-    load = np.zeros(n, np.int64)
-    store = np.zeros(n, np.int64)
+    if n == 0:
+        return 0
+    early = [int(x) for x in early]
+    half = [int(x) for x in half]
+    compute = [int(x) for x in compute]
+    store = [int(x) for x in store]
+    sgd = [0] * n if sgd_reads is None else [int(x) for x in sgd_reads]
+    ahead = [0] * n if ahead is None else [int(x) for x in ahead]
+    ahead_wait = [-1] * n if ahead_wait is None else [int(x) for x in ahead_wait]
+    comp_end = [0] * n
+    load_t = 0                    # the read channel's loads are issued up to here
+    done = 0                      # the engine's previous step ends
+    st_free = 0
+    st_ends = []
+    for j in range(n):
+        t = load_t + early[j]
+        if half[j]:
+            t = max(t, comp_end[j - 2] if j >= 2 else 0) + half[j]
+        begin = max(done, t)
+        if ahead[j]:
+            w = ahead_wait[j]
+            t = max(t, comp_end[w] if 0 <= w < j else (begin if w == j else 0)) + ahead[j]
+        load_t = t
+        if len(st_ends) >= 2:
+            begin = max(begin, st_ends[-2])
+        done = comp_end[j] = begin + compute[j]
+        if store[j] or sgd[j]:
+            s0 = max(st_free, done + flush)
+            st_free = s0 + max(store[j], sgd[j])
+            st_ends.append(st_free)
+    return max(done + flush, st_free)
+
+
+def _enumerate(layer, phase, tiling, cfg, batch, dram, timing, momentum):
+    transfers, compute, jobs = tile_steps(layer, phase, tiling, cfg, batch, momentum=momentum)
+    n = len(compute)
+    comp = np.asarray(compute, np.int64)
     if transfers:
         steps = np.fromiter((t.step for t in transfers), np.int64, len(transfers))
         words = np.fromiter((t.words for t in transfers), np.int64, len(transfers))
         is_load = np.fromiter((t.direction == "load" for t in transfers), bool, len(transfers))
         cyc = dram.transfer_cycles(words).astype(np.int64)
-        np.add.at(load, steps[is_load], cyc[is_load])
-        np.add.at(store, steps[~is_load], cyc[~is_load])
         load_words, store_words = int(words[is_load].sum()), int(words[~is_load].sum())
+        load_total = int(cyc[is_load].sum())
     else:
-        load_words = store_words = 0
-    overhead = (cfg.job_overhead() if timing.tile_overhead_cycles is None
-                else timing.tile_overhead_cycles)
-    comp = np.asarray(compute, np.int64) + overhead
-    return (n, pipeline_cycles(load, comp, store), int(load.sum()), int(comp.sum()),
-            int(store.sum()), len(transfers), load_words, store_words)
+        steps = words = cyc = np.zeros(0, np.int64)
+        is_load = np.zeros(0, bool)
+        load_words = store_words = load_total = 0
+    store = np.zeros(n, np.int64)
+    np.add.at(store, steps[~is_load], cyc[~is_load])
+    if timing.tile_overhead_cycles is not None:
+        # The paper's formula: a lockstep ping-pong pipeline, a fixed overhead per step.
+        load = np.zeros(n, np.int64)
+        np.add.at(load, steps[is_load], cyc[is_load])
+        comp = comp + timing.tile_overhead_cycles
+        cycles = pipeline_cycles(load, comp, store)
+    else:
+        # The engine's set-up per job (checks, address set-up, the step between stride
+        # phases); each job's flush through the PE array runs in the background while the
+        # next job of the phase starts (core/engine.py, model.tiles.jobs_schedule), so a
+        # flush shows only before a store and at the end.
+        stride_phases = layer.stride ** 2 if phase is Phase.BP and layer.kind != "fc" else 1
+        comp = comp + np.asarray(jobs, np.int64) * cfg.job_setup(stride_phases)
+        wu = phase is Phase.WU
+        kind = np.fromiter(
+            (2 if (wu and t.tensor in ("weights", "momentum")) else      # SGD, store path
+             1 if (wu and t.tensor in ("grad_out", "ofm", "pool_idx")) or
+             (t.tensor == "weights" and tiling.order == "resident") else 0
+             for t in transfers), np.int64, len(transfers))
+        early, half, sgd = (np.zeros(n, np.int64) for _ in range(3))
+        for arr, k in ((half, 0), (early, 1), (sgd, 2)):
+            sel = is_load & (kind == k)
+            np.add.at(arr, steps[sel], cyc[sel])
+        ahead = np.zeros(n, np.int64)
+        ahead_wait = np.full(n, -1, np.int64)
+        if not wu and tiling.order == "resident":
+            # lower.py loads a chunk's resident weights in one piece per group during a
+            # tile: chunk 0's before each of its first tile's jobs, chunk k + 1's after each
+            # of chunk k's first-tile jobs (into the region chunk k - 1 used).
+            starts = sorted({int(st) for st, t in zip(steps, transfers)
+                             if t.direction == "load" and t.tensor == "weights"})
+            has_store = store > 0
+            first_tiles = []
+            for a in starts:
+                b = a
+                while b + 1 < n and not has_store[b]:
+                    b += 1
+                first_tiles.append(range(a, b + 1))
+            for k, a in enumerate(starts):
+                total = int(early[a])
+                early[a] = 0
+                if k == 0:
+                    target, arr = first_tiles[0], early
+                else:
+                    target, arr = first_tiles[k - 1], ahead
+                    ahead_wait[list(target)] = starts[k - 1] - 1
+                share, extra = divmod(total, len(target))
+                for i, st in enumerate(target):
+                    arr[st] += share + (i < extra)
+        cycles = engine_cycles(early, half, comp, store, sgd, cfg.pe_depth, ahead, ahead_wait)
+    return (n, int(cycles), load_total, int(comp.sum()), int(store.sum()), len(transfers),
+            load_words, store_words)
 
 
 def roofline(layer, phase, cfg, batch, dram=DramModel(), *, momentum=None):

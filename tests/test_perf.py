@@ -55,6 +55,31 @@ def test_tiny_layer_bp_by_hand():
     assert perf.cycles == 37 + 144 + 18
 
 
+def test_measured_overhead_by_hand():
+    """The default timing: the engine's set-up per job, the PE array's flush once."""
+    cfg = preset("tiny")
+    assert cfg.job_setup() == cfg.job_overhead() - cfg.pe_depth == 8
+    perf = layer_perf(TINY, Phase.FP, Tiling(4, 1), cfg, 1, DRAM)
+    # one step of one job: loads 19 + 18, compute 144 + 8, store 18, the last flush
+    assert perf.cycles == (19 + 18) + 152 + 18 + cfg.pe_depth
+    two = Layer("two", "conv", 2, 4, 4, 4, 3, 1, 1)       # two output groups: two jobs a step
+    perf = layer_perf(two, Phase.FP, Tiling(4, 2), cfg, 1, DRAM)
+    assert perf.steps == 1 and perf.compute_cycles == 2 * (144 + 8)
+
+
+def test_wu_bias_pass_by_hand():
+    """WU of a layer with a bias: one more job a row tile, one cycle per output pixel."""
+    cfg = preset("tiny").replace(momentum=False)
+    biased = Layer("tiny_b", "conv", 2, 2, 4, 4, 3, 1, 1, bias=True)
+    perf = layer_perf(biased, Phase.WU, Tiling(4, 1), cfg, 1, DRAM, PeTiming(0))
+    assert perf.compute_cycles == 144 + 16
+    # two row tiles: a pass over each tile's 8 pixels
+    perf = layer_perf(biased, Phase.WU, Tiling(2, 1), cfg, 1, DRAM, PeTiming(0))
+    assert perf.compute_cycles == 2 * (72 + 8)
+    perf = layer_perf(biased, Phase.WU, Tiling(4, 1), cfg, 1, DRAM)
+    assert perf.compute_cycles == 144 + 16 + 2 * cfg.job_setup()
+
+
 def test_overhead_is_per_tile():
     cfg = preset("tiny")
     a = layer_perf(TINY, Phase.FP, Tiling(1, 1), cfg, 1, DramModel(16, 0), PeTiming(0))
@@ -86,14 +111,60 @@ def test_paper_first_layer_lanes_idle():
                                    Layer("one_row", "conv", 4, 4, 2, 5, 1, 1, 0)],
                          ids=lambda l: l.name)
 @pytest.mark.parametrize("phase", list(Phase))
-def test_batch_extrapolation_is_exact(layer, phase):
+@pytest.mark.parametrize("timing", [PeTiming(3), PeTiming()], ids=["paper", "engine"])
+def test_batch_extrapolation_is_exact(layer, phase, timing):
     """layer_perf extrapolates from 3 and 4 images; compare with the full enumeration."""
     from ef_train_hdl.perf import _enumerate
     from ef_train_hdl.schedule import candidate_tilings
     cfg = preset("tiny")
     batch = 7
     for tiling in candidate_tilings(layer, phase, cfg, batch)[:3] + [Tiling(1, 1)]:
-        perf = layer_perf(layer, phase, tiling, cfg, batch, DRAM, PeTiming(3))
-        full = _enumerate(layer, phase, tiling, cfg, batch, DRAM, PeTiming(3), None)
+        perf = layer_perf(layer, phase, tiling, cfg, batch, DRAM, timing)
+        full = _enumerate(layer, phase, tiling, cfg, batch, DRAM, timing, None)
         assert (perf.steps, perf.cycles, perf.load_cycles, perf.compute_cycles,
                 perf.store_cycles, perf.transfers, perf.load_words, perf.store_words) == full
+
+
+def _conv_programs(net, batch, cfg):
+    from ef_train_hdl.compiler import compile_network, to_workload_layer
+    from ef_train_hdl.descriptor import Opcode
+    phases = {Opcode.CONV_FP: Phase.FP, Opcode.CONV_BP: Phase.BP, Opcode.CONV_WU: Phase.WU}
+    c = compile_network(net, batch, cfg, lr=0.01, momentum=0.0)
+    for d in c.train_program:
+        if d.opcode in phases:
+            tiling = Tiling(d.tile_rows, d.tile_groups, "streamed" if d.streamed else "resident")
+            yield d, to_workload_layer(c.layers[d.layer], cfg), phases[d.opcode], tiling
+
+
+@pytest.mark.parametrize("which", ["vgg16_conv3_zcu102", "small_ultra96"])
+def test_layer_model_agrees_with_the_tile_program_model(which):
+    """perf.py's loop-nest model (which picks the tilings and gives the VGG-16 table) against
+    the tile-program model of the programs the compiler makes (perf_tiles, itself checked
+    against the Verilator simulation by `bench sim`): VGG-16's conv3 at full size (64 -> 128
+    channels, 112 x 112) on the zcu102 preset within 0.5 %, small layers within 6 %."""
+    from ef_train_hdl.lower import lower_program
+    from ef_train_hdl.network import Conv2d, Flatten, Linear, MaxPool2d, Network, ReLU, vgg_cifar
+    from ef_train_hdl.perf_tiles import TileDram, program_perf
+    if which == "vgg16_conv3_zcu102":
+        cfg = preset("zcu102", dma_data_width=128, momentum=False)
+        net = Network((64, 112, 112), [
+            Conv2d(64, 64, 3, padding=1), ReLU(), Conv2d(64, 128, 3, padding=1), ReLU(),
+            MaxPool2d(2),
+            Conv2d(128, 16, 1), ReLU(), MaxPool2d(2), Conv2d(16, 16, 1), ReLU(), MaxPool2d(2),
+            Conv2d(16, 16, 1), ReLU(), MaxPool2d(2), Flatten(), Linear(16 * 7 * 7, 10)])
+        latency, only, bound = 400, {1}, 0.005
+    else:
+        cfg = preset("ultra96")
+        net = vgg_cifar(size=16, widths=(16, 32))
+        latency, only, bound = 30, None, 0.06
+    dram = DramModel(bytes_per_cycle=cfg.dma_data_width / 8, latency_cycles=latency)
+    checked = 0
+    for d, layer, phase, tiling in _conv_programs(net, 2, cfg):
+        if only is not None and d.layer not in only:
+            continue
+        tiles = program_perf(lower_program([d], cfg), cfg,
+                             TileDram(read_latency=latency, write_latency=20)).cycles
+        model = layer_perf(layer, phase, tiling, cfg, 2, dram).cycles
+        assert abs(model - tiles) <= bound * tiles, (d.layer, phase, model, tiles)
+        checked += 1
+    assert checked >= 3
