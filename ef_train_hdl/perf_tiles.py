@@ -42,6 +42,8 @@ DRAIN_SETUP = 2          # drain job -> first read (START, CHECK, CHECK_RANGE)
 DRAIN_LATENCY = 5        # last read -> its beat at the writer (drain, 2 storer slices),
 #                          plus 7 a pairing stage
 WRITE_CMD = 4            # NEXT, CMD, DmaWrite: command -> first W beat
+RUN_GAP = 3              # between the runs of a multi-run store: NEXT, CMD and the DMA's
+#                          turnaround between bursts
 SGD_LATENCY = {Post.SGD: 26, Post.SGD_MOMENTUM: 26}      # one momentum-capable unit:
 #                                   drain beat -> its w' written (FMUL, FADD twice, gearboxes)
 POOL_LATENCY = 2
@@ -397,7 +399,8 @@ def _schedule(program, cfg, dram, trace, prior, barrier):
             # first piece's command goes out while the source's first beat is on its way
             # (AW 6 cycles before the first W beat in the simulator's trace of LeNet's last
             # FC layer, BP, batch 16), so only the later pieces' commands add to the beats.
-            w_bound = w_start + out_beats + (pieces - 1) * WRITE_CMD
+            gap = RUN_GAP if instr.post in (Post.NONE, Post.RELU) else WRITE_CMD
+            w_bound = w_start + out_beats + (pieces - 1) * gap
             s_bound = src_end + lat + held
             w_end = max(w_bound, s_bound)
             wr_free = w_end

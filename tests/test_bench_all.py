@@ -51,3 +51,16 @@ def test_cycle_budget_splits_the_counters():
     rows = [line for line in lines if line.startswith("| vgg")]
     assert rows == ["| vgg | 2:conv3 | WU | 1,000 | 80.0 % | 10.0 % | 10.0 % | 2.5 % / 0.5 % |"]
     assert _cycle_budget({"networks": {"vgg": {"layers": [fc]}}}, 64) == []
+
+
+def test_remodel_refuses_a_record_of_another_program():
+    """A record simulated from another tiling or lowering than the compiler's current one is
+    refused (its model column would time a program that was never simulated)."""
+    import pytest
+    kept = json.loads((RECORDS / "sim_ultra96_b16.json").read_text())
+    kept["networks"] = {"lenet": kept["networks"]["lenet"]}
+    remodel(json.loads(json.dumps(kept)))                   # the kept record matches
+    row = kept["networks"]["lenet"]["layers"][0]
+    row["counters"]["instructions"] += 1
+    with pytest.raises(ValueError, match="simulate it again"):
+        remodel(kept)

@@ -191,7 +191,15 @@ def remodel(record):
             raise ValueError(f"{name}: the record has {len(data['layers'])} layer programs, "
                              f"the compiler now makes {len(descs)}")
         for d, row in zip(descs, data["layers"]):
-            model = program_perf(lower_program([d], cfg), cfg, dram).cycles
+            program = lower_program([d], cfg)
+            ran = row.get("counters", {}).get("instructions")
+            if ran is not None and ran != len(program) - 1:       # the counter skips END
+                raise ValueError(
+                    f"{name} {row['layer']} {row['phase']}: the record ran {ran} instructions, "
+                    f"the compiler now makes {len(program) - 1} (another tiling or lowering); "
+                    f"simulate it again (python -m ef_train_hdl.bench sim --batch "
+                    f"{record['batch']} --json PATH)")
+            model = program_perf(program, cfg, dram).cycles
             row["model_cycles"] = model
             row["model_error"] = (model - row["cycles"]) / row["cycles"]
     return record
