@@ -25,6 +25,8 @@ def test_bench_all_reuses_records_and_writes_the_report(tmp_path):
                     "--json", str(js)], check=True, capture_output=True, text=True)
     text = out.read_text()
     assert "EF-Train (paper, ZCU102, measured)" in text
+    assert "## The goals" in text
+    assert text.count("| tile-program model within 2 % of simulation, every layer |") == 2
     record = json.loads(js.read_text())
     assert [s["batch"] for s in record["sim"]] == [int(b) for b in batches]
     for b, sim in zip(batches, record["sim"]):
@@ -36,6 +38,7 @@ def test_bench_all_reuses_records_and_writes_the_report(tmp_path):
                                      fresh["networks"][net]["layers"]):
                 assert row["cycles"] == old["cycles"]          # the simulation, as recorded
                 assert row["model_cycles"] == new["model_cycles"]
+                assert ("layer_model_cycles" in row) == ("conv" in row["layer"])
                 assert f"| {net} | {row['layer']} | {row['phase']} | {row['cycles']:,} |" \
                     in text
 
@@ -64,3 +67,36 @@ def test_remodel_refuses_a_record_of_another_program():
     row["counters"]["instructions"] += 1
     with pytest.raises(ValueError, match="simulate it again"):
         remodel(kept)
+
+
+def test_goals_say_met_or_not_from_the_figures(tmp_path):
+    """The goals table: each goal against its figure, 'no' where a figure misses."""
+    from types import SimpleNamespace
+    from ef_train_hdl.bench.report import _goals
+    cfg = SimpleNamespace(tm=8, tn=8)
+
+    def mrow(layer, phase, util):
+        return {"layer": layer, "phase": phase, "utilisation": util, "roofline": 1.0}
+    models = {"ultra96": (cfg, None, [mrow("conv1", "FP", 0.37), mrow("conv2", "FP", 0.99),
+                                      mrow("conv2", "BP", 0.98), mrow("conv2", "WU", 0.965)])}
+
+    def srow(layer, describe, util, err):
+        return {"layer": layer, "phase": "FP", "describe": describe, "utilisation": util,
+                "roofline": 1.0, "model_error": err}
+    sim = {"preset": "ultra96", "batch": 1, "backend": "verilator",
+           "speed": {"verilator": 30000.0, "amaranth": 100.0},
+           "networks": {"vgg": {"layers": [
+               srow("1:conv3", "Conv2d(32, 32, k=3, stride=1, pad=1)", 0.95, 0.001),
+               srow("0:conv3", "Conv2d(3, 32, k=3, stride=1, pad=1)", 0.35, 0.001),
+               srow("6:fc", "Linear(2048, 10)", 0.01, -0.036)]}}}
+    (tmp_path / "ultra96").mkdir()
+    (tmp_path / "ultra96" / "report.json").write_text(json.dumps(
+        {"resources": {"yosys": {"LUT levels (deepest register-to-register path)": 18}}}))
+    lines = _goals(models, [sim], tmp_path)
+    table = "\n".join(lines)
+    assert "WU 96.5 % (conv2)" in table and "conv1 (3 input channels on 8 lanes): FP 37.0 %" \
+        in table and table.count("| no |") == 3
+    assert "lowest 95.0 % (1:conv3 FP) | yes |" in table        # 0:conv3 has 3 channels
+    assert "worst 3.6 %; over 2 %: vgg 6:fc FP -3.6 % | no |" in table
+    assert "| 18 LUT levels | no |" in table
+    assert "| 300x | yes |" in table

@@ -2,14 +2,14 @@
 
 For each configuration (default: the paper's ZCU102 setting, Tm = Tn = 16, and the
 ``ultra96`` preset, 8x8) the schedule picks the modelled-fastest tiling of every layer and
-phase (ef_train_hdl.schedule), and the model (ef_train_hdl.perf) gives its cycles with
-ping-pong overlap of load, compute and store. The DRAM model is the paper's: 4 floats
-(16 bytes) per cycle and a 400-cycle start-up per DMA transfer, at 100 MHz; SGD without
-momentum as in the paper. BP of the first layer is skipped (nobody needs the gradient of the
-network input), as in the paper's model. The overall figure stands next to the paper's 47.99
-GFLOPS (its own model, finetune2.py) and 46.99 GFLOPS (measured on the board). All figures
-are modelled cycles, not measurements. Average burst length is in beats of the DMA bus
-(AXI INCR bursts of at most max_burst_beats beats, never crossing 4 KiB).
+phase (ef_train_hdl.schedule), and the model (ef_train_hdl.perf) gives its cycles as the
+accelerator overlaps its loads, jobs and stores (docs/perf_model.md). The DRAM model is the
+paper's: 4 floats (16 bytes) per cycle and a 400-cycle start-up per DMA transfer, at 100 MHz;
+SGD without momentum as in the paper. BP of the first layer is skipped (nobody needs the
+gradient of the network input), as in the paper's model. The overall figure stands next to
+the paper's 47.99 GFLOPS (its own model, finetune2.py) and 46.99 GFLOPS (measured on the
+board). All figures are modelled cycles, not measurements. Average burst length is in beats
+of the DMA bus (AXI INCR bursts of at most max_burst_beats beats, never crossing 4 KiB).
 """
 
 import json
@@ -40,9 +40,11 @@ def add_arguments(parser):
     parser.add_argument("--clock-mhz", type=float, default=100.0,
                         help="clock for GFLOPS (default 100 MHz, the paper's)")
     parser.add_argument("--tile-overhead", type=int, default=PeTiming().tile_overhead_cycles,
-                        help="PE array cycles per tile step beyond its MACs (default: the "
-                             "tile engine's measured job overhead of each configuration, "
-                             "AcceleratorConfig.job_overhead)")
+                        help="PE array cycles per tile step beyond its MACs, with the "
+                             "paper's lockstep ping-pong pipeline (default: the tile "
+                             "engine's own timing: AcceleratorConfig.job_setup per job, the "
+                             "flush in the background, loads and stores overlapped as the "
+                             "accelerator runs them)")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
 
 
@@ -89,10 +91,11 @@ def run(args):
     layers = WORKLOADS[args.workload](size)
     dram = DramModel(args.bytes_per_cycle, args.latency)
     timing = PeTiming(args.tile_overhead)
+    timing_text = ("the engine's own timing" if args.tile_overhead is None else
+                   f"lockstep pipeline, tile overhead {args.tile_overhead} cycles")
     print(f"workload {args.workload} at {size}x{size}, batch {args.batch}; DRAM "
           f"{args.bytes_per_cycle:g} bytes/cycle, {args.latency} cycles per transfer; "
-          f"tile overhead {'measured per config' if args.tile_overhead is None else args.tile_overhead}"
-          f" cycles; modelled cycles")
+          f"{timing_text}; modelled cycles")
     report = {"workload": args.workload, "size": size, "batch": args.batch,
               "dram": {"bytes_per_cycle": args.bytes_per_cycle, "latency_cycles": args.latency},
               "clock_mhz": args.clock_mhz, "tile_overhead_cycles": args.tile_overhead,

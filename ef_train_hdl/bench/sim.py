@@ -174,16 +174,25 @@ def remodel(record):
     """``record`` (a ``bench sim --json`` record) with every layer's ``model_cycles`` and
     ``model_error`` computed again by the current tile-program model, from the same programs
     (the compiler and lowering are deterministic): a record keeps its simulated cycles, and
-    the model can be checked against them after it changes."""
+    the model can be checked against them after it changes. Convolution layers also get
+    ``layer_model_cycles`` and ``layer_model_error``: the loop-nest model (perf.py, which
+    picks the tilings and gives the VGG-16 table) at the program's tiling."""
     from ..compiler import compile_network
     from ..config import preset
     from ..descriptor import Opcode
     from ..lower import lower_program
     from ..network import NETWORKS
+    from ..compiler import to_workload_layer
+    from ..perf import DramModel, layer_perf
     from ..perf_tiles import TileDram, program_perf
+    from ..schedule import Tiling
+    from ..workloads import Phase
     cfg = preset(record["preset"])
     dram = TileDram(read_latency=record["dram"]["read_latency"],
                     write_latency=record["dram"]["write_latency"])
+    loop_dram = DramModel(bytes_per_cycle=cfg.dma_data_width / 8,
+                          latency_cycles=record["dram"]["read_latency"])
+    conv_phases = {Opcode.CONV_FP: Phase.FP, Opcode.CONV_BP: Phase.BP, Opcode.CONV_WU: Phase.WU}
     for name, data in record["networks"].items():
         c = compile_network(NETWORKS[name](), record["batch"], cfg, lr=0.01, momentum=0.9)
         descs = [d for d in c.train_program if d.opcode not in (Opcode.HOST_SYNC, Opcode.END)]
@@ -201,6 +210,14 @@ def remodel(record):
                     f"{record['batch']} --json PATH)")
             model = program_perf(program, cfg, dram).cycles
             row["model_cycles"] = model
+            if d.opcode in conv_phases:          # the loop-nest model that picked the tiling
+                tiling = Tiling(d.tile_rows, d.tile_groups,
+                                "streamed" if d.streamed else "resident")
+                lp = layer_perf(to_workload_layer(c.layers[d.layer], cfg), conv_phases[d.opcode],
+                                tiling, cfg, record["batch"], loop_dram,
+                                momentum=bool(d.momentum)).cycles
+                row["layer_model_cycles"] = lp
+                row["layer_model_error"] = (lp - row["cycles"]) / row["cycles"]
             row["model_error"] = (model - row["cycles"]) / row["cycles"]
     return record
 
