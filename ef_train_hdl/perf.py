@@ -1,15 +1,18 @@
 """The analytical performance model: cycles of load, compute and store per tile and per layer.
 
 Each layer and phase runs as a sequence of tile steps (:func:`ef_train_hdl.layout.tile_steps`
-gives the loop nest, every DMA transfer and the MAC cycles of each step). With ping-pong
-buffers, step ``i`` computes while step ``i+1`` loads and step ``i-1`` stores, so
+gives the loop nest, every DMA transfer, the operation cycles and the engine jobs of each
+step). Each transfer costs the DRAM model's start-up latency plus its bytes over the
+bandwidth; the AXI read and write channels are independent. By default
+(:class:`PeTiming` ``()``) :func:`engine_cycles` overlaps the steps as the accelerator does:
+the loader in program order into free buffers, the engine a job after another with its
+set-up per job and the flush in the background, the stores behind their jobs. With a fixed
+per-step overhead (``PeTiming(n)``) it is the paper's lockstep ping-pong pipeline instead,
+step ``i`` computing while step ``i+1`` loads and step ``i-1`` stores:
 
     cycles = L[0] + sum_i max(L[i+1], C[i], S[i-1]) + S[last]
 
-with ``L``/``S`` the load/store cycles of a step (each transfer costs the DRAM model's start-up
-latency plus its bytes over the bandwidth; transfers of one stage run one after the other;
-the AXI read and write channels are independent) and ``C`` the MAC cycles plus a fixed
-per-tile pipeline overhead (:class:`PeTiming`). The formulas are in docs/perf_model.md.
+The formulas, and what the model is checked against, are in docs/perf_model.md.
 
 :func:`paper_setting` and :func:`network_perf` reproduce the paper's analysis (Tm = Tn = 16,
 4 floats per cycle, 400 cycles per transfer, 100 MHz, batch 16, VGG-16 at 224x224).
@@ -161,8 +164,8 @@ def engine_cycles(early, half, compute, store, sgd_reads=None, flush=0, ahead=No
     longer of the two; the bus router interleaves those reads with the loader's, which the
     model leaves out. ``ahead[j]`` are load cycles the loader issues after step ``j``'s own
     loads for a later step (the next chunk's resident weights, which the lowering fetches
-    during a chunk's first tile), once step ``ahead_wait[j]`` has computed (the region's last
-    user; -1: none). Returns the cycle the last store (or step) ends.
+    during a chunk's first tile), once step ``ahead_wait[j]`` (``< j``) has computed (the
+    region's last user; -1: none). Returns the cycle the last store (or step) ends.
     """
     n = len(compute)
     if n == 0:
@@ -185,8 +188,8 @@ def engine_cycles(early, half, compute, store, sgd_reads=None, flush=0, ahead=No
             t = max(t, comp_end[j - 2] if j >= 2 else 0) + half[j]
         begin = max(done, t)
         if ahead[j]:
-            w = ahead_wait[j]
-            t = max(t, comp_end[w] if 0 <= w < j else (begin if w == j else 0)) + ahead[j]
+            w = ahead_wait[j]                 # an earlier step, or -1
+            t = max(t, comp_end[w] if w >= 0 else 0) + ahead[j]
         load_t = t
         if len(st_ends) >= 2:
             begin = max(begin, st_ends[-2])
