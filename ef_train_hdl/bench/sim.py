@@ -177,12 +177,11 @@ def remodel(record):
     the model can be checked against them after it changes. Convolution layers also get
     ``layer_model_cycles`` and ``layer_model_error``: the loop-nest model (perf.py, which
     picks the tilings and gives the VGG-16 table) at the program's tiling."""
-    from ..compiler import compile_network
+    from ..compiler import compile_network, to_workload_layer
     from ..config import preset
     from ..descriptor import Opcode
     from ..lower import lower_program
     from ..network import NETWORKS
-    from ..compiler import to_workload_layer
     from ..perf import DramModel, layer_perf
     from ..perf_tiles import TileDram, program_perf
     from ..schedule import Tiling
