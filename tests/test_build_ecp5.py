@@ -307,6 +307,14 @@ def test_parameters_are_checked():
         pll_params(25.0, 500.0)
 
 
+def test_build_refuses_an_unknown_router(tmp_path):
+    from ef_train_hdl.boards import board
+    from ef_train_hdl.build.ecp5 import build
+    with pytest.raises(ValueError, match="router must be 'router1' or 'router2'"):
+        build(board("ulx3s"), preset("tiny"), tmp_path, clock_mhz=25.0,
+              check_fit=lambda used: None, progress=lambda msg: None, router="router3")
+
+
 def test_sram_bytes_fills_rows_of_byte_columns():
     cfg = preset("ulx3s")                      # 128-bit DMA: 16 byte columns
     assert sram_bytes(cfg, 104) == 6 * 16 * EBR_BYTES

@@ -79,6 +79,9 @@ def parser():
                    help="ulx3s: on-chip DRAM of the accelerator in KiB (default: all the "
                         "block RAM the accelerator leaves free, 192 KiB for the ulx3s "
                         "preset; less routes faster)")
+    p.add_argument("--router", choices=["router1", "router2"], default="router1",
+                   help="ulx3s: nextpnr's router (default router1, which routes the tiny "
+                        "preset here; router2 did not converge on it, docs/ulx3s.md)")
     p.add_argument("--no-vivado", action="store_true",
                    help="write the Vivado scripts but do not run Vivado even if it is on PATH")
     return p
@@ -146,7 +149,7 @@ def build(args):
         if args.dram_kib is not None and args.dram_kib <= 0:
             raise ValueError(f"--dram-kib must be positive, not {args.dram_kib}")
         result = ecp5.build(board, cfg, out, clock_mhz=clock, check_fit=check_fit,
-                            progress=_say,
+                            progress=_say, router=args.router,
                             dram_bytes=None if args.dram_kib is None else args.dram_kib * 1024)
         report["flow_result"] = result
         report["resources"]["used"] = result.get("resources_used", used_box)
