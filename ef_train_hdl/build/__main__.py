@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..boards import BOARDS, board as find_board
 from ..config import MULT_FORMATS, PRESETS, preset
-from . import fit
+from . import ecp5, fit
 from .report import write_report
 
 #: Configuration overrides the command line takes: option -> (field, type, help).
@@ -79,7 +79,7 @@ def parser():
                    help="ulx3s: on-chip DRAM of the accelerator in KiB (default: all the "
                         "block RAM the accelerator leaves free, 192 KiB for the ulx3s "
                         "preset; less routes faster)")
-    p.add_argument("--router", choices=["router1", "router2"], default="router1",
+    p.add_argument("--router", choices=list(ecp5.ROUTERS), default="router1",
                    help="ulx3s: nextpnr's router (default router1, which routes the tiny "
                         "preset here; router2 did not converge on it, docs/ulx3s.md)")
     p.add_argument("--no-vivado", action="store_true",

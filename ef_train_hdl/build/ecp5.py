@@ -130,6 +130,10 @@ def _ecp5_device(board):
     return [f"--{size}k", "--package", packages[package], "--speed", speed]
 
 
+#: nextpnr-ecp5's routers, for ``build(router=...)`` and the command's ``--router``.
+ROUTERS = ("router1", "router2")
+
+
 def build(board, cfg, out_dir, *, clock_mhz, check_fit, progress, dram_bytes=None,
           baud=115_200, seed=1, router="router1", timeout=4 * 3600):
     """Build the ULX3S bitstream of ``cfg`` into ``out_dir``.
@@ -181,7 +185,7 @@ def build(board, cfg, out_dir, *, clock_mhz, check_fit, progress, dram_bytes=Non
 
     if board.flow != "ecp5":
         raise ValueError(f"board {board.name!r} has flow {board.flow!r}; this is the ecp5 flow")
-    if router not in ("router1", "router2"):
+    if router not in ROUTERS:
         raise ValueError(f"router must be 'router1' or 'router2' (nextpnr's), not {router!r}")
     out_dir = Path(out_dir).resolve()
     if not out_dir.is_dir():
