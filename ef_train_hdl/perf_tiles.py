@@ -36,6 +36,11 @@ TOKEN_DELAY = 2          # a give -> the consumer can start
 ENGINE_GAP = 1           # the engine's IDLE cycle between two jobs
 LOAD_SETUP = 3           # loader stage 1: take, SIZE, first request
 LOAD_TAIL = 4            # last beat -> bank written -> GIVE
+#: Loader stage 2 from one instruction's end to the next one's first beat: GIVE, IDLE (takes
+#: the next from the handoff), SETUP, SETUP2, SETUP3, then WRITE; counted from the modelled
+#: end (LOAD_TAIL after the last beat), one cycle more after a pixel load, whose last beat
+#: leaves through the widener.
+LOAD_RESTART = {"weights": 1, "pixels": 2}
 ROUTER_DELAY = 3         # request -> AR on the bus
 STORE_SETUP = 4          # storer: take, SIZE, SIZE2, START
 DRAIN_SETUP = 2          # drain job -> first read (START, CHECK, CHECK_RANGE)
@@ -315,7 +320,8 @@ def _schedule(program, cfg, dram, trace, prior, barrier):
             read_beats += streams * _beats(words, f)
             writes = _load_writes(instr, t, f)        # cycles the banks need
             e = max(data_end, (first or s1) + writes, stage2_free + writes) + LOAD_TAIL
-            stage2_free = e
+            stage2_free = e + LOAD_RESTART[
+                "pixels" if instr.target in (Target.IFM, Target.OFM) else "weights"]
             free[unit] = s1                  # stage 1 is free once it has issued
             end[k] = e
             signal(instr, unit, e)
