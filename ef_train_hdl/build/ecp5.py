@@ -186,7 +186,8 @@ def build(board, cfg, out_dir, *, clock_mhz, check_fit, progress, dram_bytes=Non
     if board.flow != "ecp5":
         raise ValueError(f"board {board.name!r} has flow {board.flow!r}; this is the ecp5 flow")
     if router not in ROUTERS:
-        raise ValueError(f"router must be 'router1' or 'router2' (nextpnr's), not {router!r}")
+        raise ValueError(f"router must be {' or '.join(map(repr, ROUTERS))} (nextpnr's), "
+                         f"not {router!r}")
     out_dir = Path(out_dir).resolve()
     if not out_dir.is_dir():
         raise ValueError(f"out_dir {str(out_dir)!r} is not an existing folder")
@@ -229,9 +230,8 @@ def build(board, cfg, out_dir, *, clock_mhz, check_fit, progress, dram_bytes=Non
     nextpnr_argv = [*nextpnr_opts, "--json", "netlist.json", "--lpf", f"{NAME}.lpf",
                     "--textcfg", f"{NAME}.config", "--freq", f"{clock_mhz:g}",
                     "--report", "report_nextpnr.json", "--seed", str(seed),
-                    # docs/ulx3s.md has every routing attempt: router2 converged on the
-                    # tiny build of stop 12 but diverges or oscillates on today's gateware;
-                    # router1 routes today's tiny build (stop 14).
+                    # docs/ulx3s.md has every routing attempt: router1 routes the tiny
+                    # build of the current gateware, where router2 diverges or oscillates.
                     "--router", router,
                     # A missed clock is reported (timing_met), not an error without a bitstream.
                     "--timing-allow-fail", "--log", "nextpnr.log", "--quiet"]
