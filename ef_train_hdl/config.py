@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AcceleratorConfig", "PRESETS", "preset", "FMUL_LATENCY", "FADD_LATENCY",
-    "MULT_FORMATS", "ACC_LOOP_LATENCY",
+    "MULT_FORMATS", "ACC_LOOP_LATENCY", "LOADER_FIFO_BEATS",
 ]
 
 
@@ -207,6 +207,11 @@ class AcceleratorConfig:
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+
+#: Read-router FIFO depth (beats) of the loader's streams A (the data), B (stored ReLU
+#: outputs) and C (pool indices); ``accel.loader`` builds them, the models count with them.
+LOADER_FIFO_BEATS = {"a": 256, "b": 128, "c": 128}
 
 
 #: Named presets. ``tiny`` keeps simulator tests fast; the board presets fit their devices.

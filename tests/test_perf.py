@@ -136,16 +136,22 @@ def _conv_programs(net, batch, cfg):
             yield d, to_workload_layer(c.layers[d.layer], cfg), phases[d.opcode], tiling
 
 
-@pytest.mark.parametrize("which", ["vgg16_conv3_zcu102", "small_ultra96"])
+@pytest.mark.parametrize("which", ["vgg16_conv3_zcu102", "vgg16_conv3_zcu102_lat30",
+                                   "small_ultra96"])
 def test_layer_model_agrees_with_the_tile_program_model(which):
     """perf.py's loop-nest model (which picks the tilings and gives the VGG-16 table) against
     the tile-program model of the programs the compiler makes (perf_tiles, itself checked
     against the Verilator simulation by `bench sim`): VGG-16's conv3 at full size (64 -> 128
-    channels, 112 x 112) on the zcu102 preset within 0.5 %, small layers within 6 %."""
+    channels, 112 x 112) on the zcu102 preset within 0.5 %, small layers within 6 %. At the
+    paper's 400-cycle DRAM latency FP and BP only: there the tile-program model counts the
+    reads the accelerator keeps in flight and WU comes out 14.5 % slower than the loop-nest
+    model, which does not (docs/perf_model.md, "At the paper's DRAM latency"); at 30 cycles,
+    the latency the simulations validate, all three phases."""
     from ef_train_hdl.lower import lower_program
     from ef_train_hdl.network import Conv2d, Flatten, Linear, MaxPool2d, Network, ReLU, vgg_cifar
     from ef_train_hdl.perf_tiles import TileDram, program_perf
-    if which == "vgg16_conv3_zcu102":
+    phases_checked = {Phase.FP, Phase.BP, Phase.WU}
+    if which.startswith("vgg16_conv3_zcu102"):
         cfg = preset("zcu102", dma_data_width=128, momentum=False)
         net = Network((64, 112, 112), [
             Conv2d(64, 64, 3, padding=1), ReLU(), Conv2d(64, 128, 3, padding=1), ReLU(),
@@ -153,6 +159,10 @@ def test_layer_model_agrees_with_the_tile_program_model(which):
             Conv2d(128, 16, 1), ReLU(), MaxPool2d(2), Conv2d(16, 16, 1), ReLU(), MaxPool2d(2),
             Conv2d(16, 16, 1), ReLU(), MaxPool2d(2), Flatten(), Linear(16 * 7 * 7, 10)])
         latency, only, bound = 400, {1}, 0.005
+        if which.endswith("lat30"):
+            latency = 30
+        else:
+            phases_checked = {Phase.FP, Phase.BP}
     else:
         cfg = preset("ultra96")
         net = vgg_cifar(size=16, widths=(16, 32))
@@ -160,11 +170,11 @@ def test_layer_model_agrees_with_the_tile_program_model(which):
     dram = DramModel(bytes_per_cycle=cfg.dma_data_width / 8, latency_cycles=latency)
     checked = 0
     for d, layer, phase, tiling in _conv_programs(net, 2, cfg):
-        if only is not None and d.layer not in only:
+        if (only is not None and d.layer not in only) or phase not in phases_checked:
             continue
         tiles = program_perf(lower_program([d], cfg), cfg,
                              TileDram(read_latency=latency, write_latency=20)).cycles
         model = layer_perf(layer, phase, tiling, cfg, 2, dram).cycles
         assert abs(model - tiles) <= bound * tiles, (d.layer, phase, model, tiles)
         checked += 1
-    assert checked >= 3
+    assert checked >= len(phases_checked)

@@ -28,6 +28,7 @@ from amaranth.utils import exact_log2
 from .. import isa
 from ..axi.common import command_layout
 from ..axi.dma_read import read_beat_layout
+from ..config import LOADER_FIFO_BEATS
 from ..core.buffers import bank_load_layout
 from ..core.pe_array import weight_load_layout, weight_load_lanes
 from ..core.postops import MaxPoolBackward, ReluBackward, word_lanes
@@ -38,8 +39,8 @@ from .readmux import piece_words
 
 __all__ = ["Loader", "LOADER_FIFOS", "pool_max_width"]
 
-#: Read-router FIFO depth (beats) of the loader's streams A, B, C.
-LOADER_FIFOS = {"a": 256, "b": 128, "c": 128}
+#: Read-router FIFO depth (beats) of the loader's streams A, B, C (config.LOADER_FIFO_BEATS).
+LOADER_FIFOS = dict(LOADER_FIFO_BEATS)
 
 
 
