@@ -63,7 +63,7 @@ POOL_LATENCY = 2
 QUEUE_DEPTH = 4
 FETCH_INSTRS = 8
 #: The loader's read-router FIFOs (beats), streams A, B, C.
-LOADER_FIFO_BEATS = tuple(LOADER_FIFO_BEATS.values())
+STREAM_FIFO_BEATS = tuple(LOADER_FIFO_BEATS.values())
 
 
 @dataclass(frozen=True)
@@ -386,7 +386,7 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
                         # it: the pieces before it, of this load and the ones before,
                         # leave as stage 2 writes them.
                         fifo = in_fifo[stream]
-                        while sum(n for _, n in fifo) + b > LOADER_FIFO_BEATS[stream]:
+                        while sum(n for _, n in fifo) + b > STREAM_FIFO_BEATS[stream]:
                             s1 = max(s1, fifo.pop(0)[0])
                         ds, de = rd.transfer(s1, b, ("load", k, run, left, stream))
                         first = ds if first is None else first
