@@ -283,6 +283,12 @@ def run(args):
               "synthesis gives logic depth, not timing (docs/boards.md). DRAM bytes: what the "
               "chosen tiling moves in FP, BP and WU of one batch-16 step (BP of layer 1 "
               "skipped, as in the paper).", "",
+              "The VGG-16 figures are the loop-nest model's with the paper's DRAM (400 cycles "
+              "per transfer), which the simulations below check at 30 cycles. At 400 cycles "
+              "the simulation of the reduced VGG stack (batch 1) has the weight update of its "
+              "largest layers at half the model's speed, for want of reads in flight "
+              "(docs/perf_model.md, \"At the paper's DRAM latency\"): the WU figures of the "
+              "table are not backed by simulation at that latency.", "",
               "![per-layer utilisation](perf/util_vgg16.png)", "",
               "![roofline](perf/roofline_vgg16.png)", ""]
     lines += _goals(models, sims, args.builds)
