@@ -158,10 +158,8 @@ def test_layer_model_agrees_with_the_tile_program_model(which):
             MaxPool2d(2),
             Conv2d(128, 16, 1), ReLU(), MaxPool2d(2), Conv2d(16, 16, 1), ReLU(), MaxPool2d(2),
             Conv2d(16, 16, 1), ReLU(), MaxPool2d(2), Flatten(), Linear(16 * 7 * 7, 10)])
-        latency, only, bound = 400, {1}, 0.005
-        if which.endswith("lat30"):
-            latency = 30
-        else:
+        latency, only, bound = (30 if which.endswith("lat30") else 400), {1}, 0.005
+        if latency == 400:
             phases_checked = {Phase.FP, Phase.BP}
     else:
         cfg = preset("ultra96")
