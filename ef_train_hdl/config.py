@@ -186,16 +186,16 @@ class AcceleratorConfig:
                    self.tm + self.tn + FMUL_LATENCY + FADD_LATENCY) + 1
 
     def job_overhead(self, stride_phases=1, bias=False):
-        """Cycles a tile job spends beyond its operations (one per cycle): 2 of checks, 5
-        per stride phase (set-up and the step to the next), 1 for a bias, the PE array's
-        depth, 1 back to idle (measured by ``bench core`` and tests/test_core.py)."""
-        return 2 + 5 * stride_phases + int(bias) + self.pe_depth + 1
+        """Cycles a tile job spends beyond its operations (one per cycle): 2 of checks, 4
+        per stride phase (set-up), 1 for a bias, the PE array's depth plus 2 to flush
+        (measured by ``bench core`` and tests/test_core.py)."""
+        return 2 + 4 * stride_phases + int(bias) + self.pe_depth + 2
 
     def job_setup(self, stride_phases=1, bias=False):
-        """The part of :meth:`job_overhead` that holds the engine: all of it but the flush
-        through the PE array, which runs in the background while the next job of the same
-        phase starts (``model.tiles.jobs_schedule``)."""
-        return self.job_overhead(stride_phases, bias) - self.pe_depth
+        """The part of :meth:`job_overhead` that holds the engine: all of it but the flush,
+        which runs in the background while the next job of the same phase starts, in the
+        cycle after the last operation (``model.tiles.jobs_schedule``)."""
+        return self.job_overhead(stride_phases, bias) - self.pe_depth - 2
 
     def peak_gflops(self, clock_mhz):
         """Peak GFLOPS (two flops per MAC) at ``clock_mhz``."""

@@ -27,7 +27,7 @@ from .config import LOADER_FIFO_BEATS
 from .core.drain import drain_lanes, reduce_lanes
 from .core.job import Phase, addr_bits
 from .isa import INSTR_WORDS, LoadMode, Op, Post, Source, Target
-from .model.tiles import job_cycles
+from .model.tiles import job_end
 
 __all__ = ["TileDram", "ProgramPerf", "program_perf"]
 
@@ -336,18 +336,15 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
             start = max(start, load_ends[-LOAD_AHEAD])
 
         if op == Op.COMPUTE:
-            # The engine takes a job when idle; the previous job's flush runs in the
-            # background if the phase is the same (model.tiles.jobs_schedule).
+            # The engine takes a job when idle, or in the last operation's cycle of the one
+            # before; that one's flush runs in the background if the phase is the same
+            # (model.tiles.jobs_schedule).
             job = _job(instr)
-            flush = cfg.pe_depth
             take = max(start + 1, engine_free)
             if bg_done is not None and bg_phase != job["phase"]:
                 take = max(take, bg_done)
             s = take + 1
-            move = s + job_cycles(job, cfg) - flush - 1
-            if bg_done is not None:
-                move = max(move, bg_done)
-            e = move + flush
+            e, engine_free = job_end(s, job, cfg, bg_done)
             engine_busy.append((s, e))
             kk = job["kernel"] ** 2
             taps = kk << job["log2_p"] if job["phase"] == Phase.WU.value else kk
@@ -359,7 +356,6 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
             for key in keys:
                 owned.setdefault(key, []).append((take, e, k))
             bg_done, bg_phase = e, job["phase"]
-            engine_free = move + 1
             free[unit] = take            # the next job waits at the engine's port
             ops += _ops(job)
             end[k] = e

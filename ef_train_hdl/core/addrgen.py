@@ -29,12 +29,14 @@ remaining slots with their first terms, which overwrite the +0. Null operations 
 and tapless BP phases) are not counted as busy cycles.
 
 Latency and throughput: a job is checked in 2 cycles (a refused one
-ends in a third), each stride phase set up in 3, then one
-operation per cycle with no gap until the phase ends; a FP job with a bias adds one preamble
-cycle. After the last operation the job's ``flush`` (the PE array's depth) runs in the
-*background*: the generator takes the next job at once if it is of the same phase (the PE
-array's mode does not change under operations in flight), and reports the first job's
-``done`` when its last write has landed. Consecutive jobs of one tile continue one reduction
+ends in a third), each stride phase set up in 4 (a fill pass in 2; a phase with nothing to
+issue takes 5 in all), then one operation per cycle with no gap until the phase ends; a FP job
+with a bias adds one preamble cycle. The next phase's set-up starts the cycle after a phase's
+last operation. After the job's last operation its ``flush`` (the PE array's depth, plus 2)
+runs in the *background*: in that same cycle the generator takes the next job if it is
+waiting and of the same phase (the PE array's mode does not change under operations in
+flight), so back-to-back jobs are 6 cycles apart plus their operations; the first job's
+``done`` comes when its last write has landed. Consecutive jobs of one tile continue one reduction
 (``term_base``), so the P rule that keeps a slot's revisits ``L`` cycles apart inside a job
 keeps them apart across the boundary too; jobs of different tiles use different halves or
 regions, which the command processor orders with tokens. At most one job flushes in the
@@ -227,9 +229,13 @@ class AddressGenerator(wiring.Component):
         m.d.comb += [self.done.eq(bg_done | refuse_done),
                      self.error.eq(Mux(bg_done, bg_error, job_error))]
 
-        def to_background():
-            """Statements moving the foreground job's flush to the background slot."""
-            return [bg_active.eq(1), bg_count.eq(self._flush - 1), bg_phase.eq(job.phase),
+        def to_background(direct=False):
+            """Statements moving the foreground job's flush to the background slot: from the
+            cycle of its last operation (``direct``), or a cycle or more later from FLUSH.
+            Either way its ``done`` comes ``flush + 2`` cycles after that operation, or
+            later (as when FLUSH and IDLE followed every job)."""
+            count = self._flush + 1 if direct else self._flush
+            return [bg_active.eq(1), bg_count.eq(count), bg_phase.eq(job.phase),
                     bg_ifm.eq(job.ifm_half), bg_ofm.eq(job.ofm_half), bg_error.eq(job_error),
                     bg_w.eq(fg_w)]
 
@@ -397,20 +403,41 @@ class AddressGenerator(wiring.Component):
                             for i in range(lvl, 4):
                                 m.d.sync += save[name][i].eq(new)
                 with m.If(last[0] & last[1] & last[2] & last[3]):
-                    m.next = "NEXT_PHASE"
+                    # The pass's last operation. What follows is decided in this cycle, so
+                    # that the next pass, or the next job, starts in the next one.
+                    with m.If(fill):
+                        # The slots are +0: now the phase's real pass.
+                        m.d.sync += [fill.eq(0), filled.eq(1)]
+                        m.next = "SETUP_C"
+                    with m.Elif(bp & s2 & (ph != 3)):
+                        m.d.sync += ph.eq(ph + 1)
+                        m.next = "SETUP_A"
+                    with m.Elif(~bg_active | bg_done):
+                        # The job's writes finish in the background; a waiting job of the
+                        # same phase is taken in this cycle (one of another phase waits in
+                        # IDLE for this job's flush).
+                        m.d.sync += to_background(direct=True)
+                        incoming = self.job.payload.phase.as_value()
+                        m.d.comb += self.job.ready.eq(incoming == job.phase.as_value())
+                        with m.If(self.job.valid & self.job.ready):
+                            m.d.sync += [job.eq(self.job.payload),
+                                         job_error.eq(TileError.NONE)]
+                            m.next = "CHECK0"
+                        with m.Else():
+                            m.d.sync += fg.eq(0)
+                            m.next = "IDLE"
+                    with m.Else():
+                        m.next = "FLUSH"
             with m.State("NEXT_PHASE"):
-                with m.If(fill):
-                    # The slots are +0: now the phase's real pass.
-                    m.d.sync += [fill.eq(0), filled.eq(1)]
-                    m.next = "SETUP_C"
-                with m.Elif(bp & s2 & (ph != 3)):
+                # A phase with nothing to issue (``skip``) ends here.
+                with m.If(bp & s2 & (ph != 3)):
                     m.d.sync += ph.eq(ph + 1)
                     m.next = "SETUP_A"
                 with m.Else():
                     m.next = "FLUSH"
             with m.State("FLUSH"):
-                # The last operation is issued: its writes finish in the background (once the
-                # previous job's have), and the generator takes the next job.
+                # The last operation is issued and the previous job still flushing: this one's
+                # writes finish in the background once that one's have.
                 with m.If(~bg_active | bg_done):
                     m.d.sync += [*to_background(), fg.eq(0)]
                     m.next = "IDLE"

@@ -31,7 +31,7 @@ import numpy as np
 from . import ops
 from .fp import as_f32
 
-__all__ = ["TileProgram", "job_ops", "job_cycles", "jobs_schedule", "port_steps", "conv_fp_tile", "conv_bp_tile", "conv_wu_tile", "bias_grad_tile",
+__all__ = ["TileProgram", "job_ops", "job_cycles", "job_end", "jobs_schedule", "port_steps", "conv_fp_tile", "conv_bp_tile", "conv_wu_tile", "bias_grad_tile",
            "PHASE_CODES"]
 
 PHASE_CODES = {"FP": 0, "BP": 1, "WU": 2}
@@ -126,54 +126,78 @@ def _phase_taps(job):
     return out
 
 
-def job_cycles(job, cfg):
-    """Cycles the tile engine is busy with ``job`` (``cycles_active``), with no stalls.
-
-    The address generator's states (core/addrgen.py): 2 of checks, 1 for a FP bias preamble,
-    per stride phase 4 of set-up, its operations and 1 to step on; a phase of a chain's first
-    job (``term_base == 0``) that brings fewer terms than the P partial-sum slots first runs a
-    fill pass of P null operations per pixel (WU: per tap) with 3 cycles of its own, and a
-    phase without taps (K < s in BP) runs P null operations per pixel in the first job; then
-    the PE array's depth plus 1 to flush. With no fill and every phase tapped this is
-    ``job_ops(job) + cfg.job_overhead(phases, bias)``.
-    """
+def _job_timing(job, cfg):
+    """``(cycles, ends_in_run)``: :func:`job_cycles`, and whether the job's last state is an
+    operation (else a phase with nothing to issue, which goes through FLUSH)."""
     p = 1 << job["log2_p"]
     wu = job["phase"] == PHASE_CODES["WU"]
     fp = job["phase"] == PHASE_CODES["FP"]
     first = job["term_base"] == 0
-    cycles = 2 + int(bool(job["bias"]) and fp) + cfg.pe_depth + 1
-    phases = _phase_taps(job)
-    for taps, pixels in phases:
-        cycles += 5
-        if pixels == 0:
+    cycles = 2 + int(bool(job["bias"]) and fp) + cfg.pe_depth + 2
+    ends_in_run = True
+    for taps, pixels in _phase_taps(job):
+        cycles += 4                             # SETUP_A, SETUP_B, SETUP_C, START
+        if pixels == 0 or (taps == 0 and not first):
+            cycles += 1                         # NEXT_PHASE: nothing to issue
+            ends_in_run = False
             continue
+        ends_in_run = True
         if wu:
             area = job["out_rows"] * job["out_cols"]
             if first and area < p:
-                cycles += 3 + p * taps
+                cycles += 2 + p * taps          # fill pass, then SETUP_C, START again
             cycles += taps * area
         elif taps == 0:
-            cycles += p * pixels if first else 0
+            cycles += p * pixels
         else:
             if first and taps < p:
-                cycles += 3 + p * pixels
+                cycles += 2 + p * pixels
             cycles += taps * pixels
-    return cycles
+    return cycles, ends_in_run
+
+
+def job_cycles(job, cfg):
+    """Cycles the tile engine is busy with ``job`` (``cycles_active``), with no stalls.
+
+    The address generator's states (core/addrgen.py): 2 of checks, 1 for a FP bias preamble,
+    per stride phase 4 of set-up and its operations (a phase with nothing to issue: 5 in all);
+    a phase of a chain's first job (``term_base == 0``) that brings fewer terms than the P
+    partial-sum slots first runs a fill pass of P null operations per pixel (WU: per tap) with
+    2 cycles of its own, and a phase without taps (K < s in BP) runs P null operations per
+    pixel in the first job; then the PE array's depth plus 2 to flush. With no fill and every
+    phase tapped this is ``job_ops(job) + cfg.job_overhead(phases, bias)``.
+    """
+    return _job_timing(job, cfg)[0]
+
+
+def job_end(start, job, cfg, bg_done):
+    """``(done, next_take)`` of a job whose CHECK0 is at cycle ``start``, with the previous
+    job's flush done at ``bg_done`` (None: none in flight): the cycle of its ``done``, and the
+    first cycle the generator may take the next job (of the same phase; one of another phase
+    also waits for ``done``). The cycle of the last operation takes the next job itself when
+    the previous flush is over by then; else the job waits in FLUSH."""
+    cycles, ends_in_run = _job_timing(job, cfg)
+    flush = cfg.pe_depth
+    last = start + cycles - flush - 3           # the last operation (or NEXT_PHASE)
+    if ends_in_run and (bg_done is None or bg_done <= last):
+        return last + flush + 2, last
+    move = max(last + 1, bg_done if bg_done is not None else 0)     # FLUSH moves it
+    return move + flush + 1, move + 1
 
 
 def jobs_schedule(jobs, cfg, ready=None):
     """When each job of a sequence runs in the tile engine: ``[(start, done)]`` in cycles.
 
-    A job's foreground (checks, set-up, operations: ``job_cycles - pe_depth``) starts when it
-    is taken; its flush then runs in the background (``pe_depth`` more cycles to its ``done``)
-    while the next job of the same phase is taken one cycle later; a job of another phase
-    waits for the flush. At most one job flushes at a time. ``ready[i]`` is the earliest cycle
-    job ``i`` is at the engine's port (default: all at 0, back to back). ``start`` counts from
-    the cycle the job is taken; the engine is active from the first start to the last done.
+    A job's foreground (checks, set-up, operations) starts when it is taken; its flush then
+    runs in the background (``pe_depth + 2`` more cycles to its ``done``) while the next job of
+    the same phase is taken in the cycle of its last operation (:func:`job_end`); a job of
+    another phase waits for the flush. At most one job flushes at a time. ``ready[i]`` is the
+    earliest cycle job ``i`` is at the engine's port (default: all at 0, back to back).
+    ``start`` counts from the cycle the job is taken; the engine is active from the first
+    start to the last done.
     """
-    flush = cfg.pe_depth
     out = []
-    idle_at = 0              # first cycle the generator is in IDLE and may take a job
+    idle_at = 0              # first cycle the generator may take a job
     bg_done = None           # cycle of the flushing job's done
     bg_phase = None
     for i, job in enumerate(jobs):
@@ -181,14 +205,9 @@ def jobs_schedule(jobs, cfg, ready=None):
         if bg_done is not None and bg_phase != job["phase"]:
             take = max(take, bg_done)
         start = take + 1
-        fg = job_cycles(job, cfg) - flush        # CHECK0 .. the FLUSH cycle that moves it
-        move = start + fg - 1
-        if bg_done is not None:
-            move = max(move, bg_done)
-        done = move + flush
+        done, idle_at = job_end(start, job, cfg, bg_done)
         out.append((start, done))
         bg_done, bg_phase = done, job["phase"]
-        idle_at = move + 1
     return out
 
 
