@@ -99,7 +99,7 @@ class AcceleratorConfig:
     dma_data_width: int = 128
     addr_width: int = 32
     max_burst_beats: int = 256
-    max_outstanding_reads: int = 4
+    max_outstanding_reads: int = 16
     mult_format: str = "fp32"
     max_channels: int = 4096
     max_size: int = 1024
@@ -211,7 +211,7 @@ class AcceleratorConfig:
 
 #: Read-router FIFO depth (beats) of the loader's streams A (the data), B (stored ReLU
 #: outputs) and C (pool indices); ``accel.loader`` builds them, the models count with them.
-LOADER_FIFO_BEATS = {"a": 256, "b": 128, "c": 128}
+LOADER_FIFO_BEATS = {"a": 512, "b": 128, "c": 128}
 
 
 #: Named presets. ``tiny`` keeps simulator tests fast; the board presets fit their devices.

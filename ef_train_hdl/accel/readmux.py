@@ -103,7 +103,10 @@ class ReadRouter(wiring.Component):
             wants.append(req.valid & (beats <= credit))
 
         # -- grant: round robin, into a registered command --------------------------------
-        tags = fifo.SyncFIFOBuffered(width=max(1, ceil_log2(n)), depth=16)
+        # One tag per command in flight: the DMA's bursts in flight (a command is one burst
+        # or more) and the commands queued in front of them.
+        tags = fifo.SyncFIFOBuffered(width=max(1, ceil_log2(n)),
+                                     depth=max(16, cfg.max_outstanding_reads + 4))
         m.submodules.tags = tags
         cmd_full = Signal()
         take = ~cmd_full | self.dma_cmd.ready

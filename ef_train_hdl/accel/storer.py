@@ -57,7 +57,7 @@ def _iface(name, n):
     return stream.Signature(words(n)).create(path=(name,))
 
 #: Read-router FIFO depth (beats) of the storer's streams: old weights, momentum, gradient.
-STORER_FIFOS = {"w": 128, "v": 128, "g": 128}
+STORER_FIFOS = {"w": 256, "v": 256, "g": 256}
 
 
 class Storer(wiring.Component):
