@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "AcceleratorConfig", "PRESETS", "preset", "FMUL_LATENCY", "FADD_LATENCY",
-    "MULT_FORMATS", "ACC_LOOP_LATENCY", "LOADER_FIFO_BEATS",
+    "MULT_FORMATS", "ACC_LOOP_LATENCY", "LOADER_FIFO_BEATS", "STORER_FIFO_BEATS",
 ]
 
 
@@ -212,6 +212,12 @@ class AcceleratorConfig:
 #: Read-router FIFO depth (beats) of the loader's streams A (the data), B (stored ReLU
 #: outputs) and C (pool indices); ``accel.loader`` builds them, the models count with them.
 LOADER_FIFO_BEATS = {"a": 512, "b": 128, "c": 128}
+
+#: Read-router FIFO depth (beats) of the storer's SGD operand streams W (weights), V
+#: (momentum) and G (a gradient read from DRAM); ``accel.storer`` builds them, the models
+#: count with them. 256, not 512: deeper, the SGD's reads queue ahead of the loader's in the
+#: DMA (docs/perf_model.md, "At the paper's DRAM latency").
+STORER_FIFO_BEATS = {"w": 256, "v": 256, "g": 256}
 
 
 #: Named presets. ``tiny`` keeps simulator tests fast; the board presets fit their devices.

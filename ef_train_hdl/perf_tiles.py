@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import LOADER_FIFO_BEATS
+from .config import LOADER_FIFO_BEATS, STORER_FIFO_BEATS
 from .core.drain import drain_lanes, reduce_lanes
 from .core.job import Phase, addr_bits
 from .isa import INSTR_WORDS, LoadMode, Op, Post, Source, Target
@@ -203,6 +203,8 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
     :func:`_store_barriers`."""
     f, t = cfg.floats_per_beat, cfg.tm
     piece = 64 * f
+    # The storer's SGD pieces: half its smallest router FIFO (accel.readmux.piece_words).
+    sgd_piece = max(1, min(STORER_FIFO_BEATS.values()) // 2) * f
     rd = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate, served)
     # The storer's reads (SGD operands) share the bus with the loader's, but the router takes
     # requests in turn and the storer only ever runs ahead of nothing: its pieces fill the
@@ -437,10 +439,10 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
                 # The SGD consumes its operands at the write channel's pace (w' and v': two
                 # write beats an input beat with momentum), and its reader keeps two pieces
                 # a stream in flight, so its pieces spread over the store.
-                pace = _beats(piece, f) * streams
+                pace = _beats(sgd_piece, f) * streams
                 left, r_end, k_piece = words, s0, 0
                 while left > 0:
-                    w = min(piece, left)
+                    w = min(sgd_piece, left)
                     issue = s0 + max(0, k_piece - 1) * pace
                     for _ in range(streams):
                         ds, de = rd_store.transfer(issue, _beats(w, f))
@@ -456,7 +458,7 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
                 lat = POOL_LATENCY
                 out_beats *= 2                        # values, then the index run
             runs = instr.runs if instr.post in (Post.NONE, Post.RELU) else 1
-            pieces = (max(1, -(-words // piece)) * (2 if instr.post == Post.SGD_MOMENTUM
+            pieces = (max(1, -(-words // sgd_piece)) * (2 if instr.post == Post.SGD_MOMENTUM
                                                     else 1)
                       if instr.post in (Post.SGD, Post.SGD_MOMENTUM) else
                       (2 if instr.post in (Post.POOL, Post.RELU_POOL) else runs))
@@ -469,9 +471,9 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
             # last piece's v' (with its NEXT and CMD cycles) follows the source's end.
             held = 0
             if instr.post == Post.SGD_MOMENTUM:
-                n_pieces = max(1, -(-words // piece))
-                last_piece = words - (n_pieces - 1) * piece
-                stall = _beats(piece, f) if instr.log2_p == 0 else 0
+                n_pieces = max(1, -(-words // sgd_piece))
+                last_piece = words - (n_pieces - 1) * sgd_piece
+                stall = _beats(sgd_piece, f) if instr.log2_p == 0 else 0
                 held = (n_pieces - 1) * stall + _beats(last_piece, f) + 2
             # Written as fast as the writer goes (a command a piece), or, when the source is
             # the slower, its last beat in the cycle it comes out of the post-ops; the unit

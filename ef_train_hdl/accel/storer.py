@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from .. import isa
+from ..config import STORER_FIFO_BEATS
 from ..axi.common import command_layout
 from ..axi.dma_read import read_beat_layout
 from ..core.drain import drain_beat_layout
@@ -57,7 +58,7 @@ def _iface(name, n):
     return stream.Signature(words(n)).create(path=(name,))
 
 #: Read-router FIFO depth (beats) of the storer's streams: old weights, momentum, gradient.
-STORER_FIFOS = {"w": 256, "v": 256, "g": 256}
+STORER_FIFOS = dict(STORER_FIFO_BEATS)
 
 
 class Storer(wiring.Component):
