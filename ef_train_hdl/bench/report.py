@@ -285,12 +285,12 @@ def run(args):
               "skipped, as in the paper).", "",
               "The VGG-16 figures are the loop-nest model's with the paper's DRAM (400 cycles "
               "per transfer), which the simulations below check at 30 cycles. At 400 cycles "
-              "the simulation of the reduced VGG stack has the weight update of its largest "
-              "layers 3-6 % slower than the tile-program model at batch 16 (89.9 % and "
-              "94.1 % utilisation) and at half its speed at batch 1, for want of reads in "
-              "flight, while FP and BP follow the model (docs/perf_model.md, \"At the "
-              "paper's DRAM latency\"): at that latency the table's WU figures may be high "
-              "by up to a few per cent.", "",
+              "(docs/perf_model.md, \"At the paper's DRAM latency\"), with the DMA's 16 read "
+              "bursts in flight, the simulated reduced VGG stack at batch 1 runs its FP and BP "
+              "within 2 % of their 30-cycle utilisation and as the tile-program model says; the "
+              "weight update of its two largest layers is 5-7 % slower than at 30 cycles and "
+              "4-5 % slower than the model (the SGD's reads are not in the model's replay), so "
+              "at that latency the table's WU figures may be high by a few per cent.", "",
               "![per-layer utilisation](perf/util_vgg16.png)", "",
               "![roofline](perf/roofline_vgg16.png)", ""]
     lines += _goals(models, sims, args.builds)
