@@ -436,8 +436,9 @@ class AddressGenerator(wiring.Component):
                 with m.Else():
                     m.next = "FLUSH"
             with m.State("FLUSH"):
-                # The last operation is issued and the previous job still flushing: this one's
-                # writes finish in the background once that one's have.
+                # The job is over (its last operation issued while the previous job still
+                # flushed, a last phase with nothing to issue, or a refused start): its writes
+                # finish in the background once the previous job's have.
                 with m.If(~bg_active | bg_done):
                     m.d.sync += [*to_background(), fg.eq(0)]
                     m.next = "IDLE"
