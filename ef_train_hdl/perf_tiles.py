@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .accel.readmux import piece_words
 from .config import LOADER_FIFO_BEATS, STORER_FIFO_BEATS
 from .core.drain import drain_lanes, reduce_lanes
 from .core.job import Phase, addr_bits
@@ -203,8 +204,8 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
     :func:`_store_barriers`."""
     f, t = cfg.floats_per_beat, cfg.tm
     piece = 64 * f
-    # The storer's SGD pieces: half its smallest router FIFO (accel.readmux.piece_words).
-    sgd_piece = max(1, min(STORER_FIFO_BEATS.values()) // 2) * f
+    # The storer's SGD pieces, as accel/storer.py sizes them.
+    sgd_piece = min(piece_words(cfg, d) for d in STORER_FIFO_BEATS.values())
     rd = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate, served)
     # The storer's reads (SGD operands) share the bus with the loader's, but the router takes
     # requests in turn and the storer only ever runs ahead of nothing: its pieces fill the
