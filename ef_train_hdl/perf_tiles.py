@@ -56,8 +56,15 @@ DRAIN_SETUP = 2          # drain job -> first read (START, CHECK, CHECK_RANGE)
 DRAIN_LATENCY = 5        # last read -> its beat at the writer (drain, 2 storer slices),
 #                          plus 7 a pairing stage
 WRITE_CMD = 4            # NEXT, CMD, DmaWrite: command -> first W beat
-RUN_GAP = 3              # between the runs of a multi-run store: NEXT, CMD and the DMA's
-#                          turnaround between bursts
+#: Between the runs of a multi-run store: the storer's NEXT and CMD (measured: a run of one
+#: beat every 3 cycles on the tiny array, Amaranth simulator, with the write bursts in flight
+#: not the limit).
+RUN_GAP = 2
+#: A write burst's slot in the DMA (``max_outstanding`` = ``max_outstanding_reads`` bursts
+#: from AW to B) is free again this many cycles after its response is due
+#: (``write_latency`` after its last beat): measured, the burst ``max_outstanding`` later
+#: starts its beats ``write_latency + 3`` after that one's last beat.
+WRITE_SLOT_FREE = 3
 SGD_LATENCY = {Post.SGD: 26, Post.SGD_MOMENTUM: 26}      # one momentum-capable unit:
 #                                   drain beat -> its w' written (FMUL, FADD twice, gearboxes)
 POOL_LATENCY = 2
@@ -174,10 +181,14 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
     tokens, ending with END) on ``cfg`` with ``dram``. ``trace``, a list, receives
     ``(index, unit, start, end)`` of every instruction (to see where the time goes).
 
-    The schedule is computed again with the engine's jobs of the previous pass, until it no
-    longer changes; then again with the read channel's beats where the DMA served the
-    previous pass's requests (:meth:`_Channel.replay`), until that no longer changes (at
-    most :data:`PASSES` passes in all)."""
+    The schedule is computed again with the engine's jobs of the previous pass, until its
+    cycles no longer change; then again with the read channel's beats where the DMA served
+    the previous pass's requests (:meth:`_Channel.replay`), until the replay of a pass is
+    the one it was given: every read is where the DMA serves it, at the time it is asked
+    for (at most :data:`PASSES` passes in all; the last is taken if none settles). Equal
+    cycles of two passes are not enough there: an instruction fetch that a pass books
+    behind a long load moves forward by one fetch block a pass (vgg 6:fc BP at batch 16
+    takes 35 passes and comes out 4 % faster than where equal cycles stopped)."""
     barrier = _store_barriers(program)
     prior = served = previous = None
     replaying = False
@@ -185,9 +196,9 @@ def program_perf(program, cfg, dram=TileDram(), trace=None):
         steps = []
         perf, prior, replay = _schedule(program, cfg, dram, steps, prior, barrier,
                                         served if replaying else None)
-        if previous is not None and perf.cycles == previous:
-            if replaying:
-                break
+        if replaying and replay == served:
+            break                # every read where the replay it was given put it
+        if not replaying and previous is not None and perf.cycles == previous:
             replaying = True
         previous = perf.cycles
         served = replay
@@ -213,6 +224,7 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
     # their own, and the two together bound the program by the bus's bandwidth at the end.
     rd_store = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate)
     wr_free = 0.0
+    wr_done = []                 # last beat of every write burst so far
     fetch_beats = 0
 
     # Fetch and dispatch: instructions arrive in blocks of 4 over the read channel.
@@ -243,13 +255,13 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
         while fetched <= k:
             # A block of 4 instructions, requested when the fetch FIFO (FETCH_INSTRS
             # instructions) has room for it: when the block FETCH_INSTRS back has left it,
-            # its last instruction's beats once the decoder has taken that one. (Fitted: the
-            # gateware reads as one instruction earlier, the assembler taking an
-            # instruction's beats once the decoder has taken the one before; with that,
-            # LeNet's last FC layer, FP, batch 1, comes out 2.6 % fast instead of 1.5 %
-            # slow against the simulation, and is the worst layer.)
+            # as the gateware does, the assembler taking an instruction's beats once the
+            # decoder has taken the one before (so the block's last instruction's beats
+            # leave once the decoder has its second-to-last). (Until stop 18 this point was
+            # fitted one instruction later, which made up for a replay that stopped before
+            # its requests had settled.)
             oldest_last = fetched - FETCH_INSTRS + 3      # last instruction of that block
-            ahead = decoded[oldest_last] + ibeats if fetched >= FETCH_INSTRS else 0
+            ahead = decoded[oldest_last - 1] + ibeats if fetched >= FETCH_INSTRS else 0
             s, e = rd.transfer(max(now if fetched == 0 else 0, ahead), 4 * ibeats,
                                ("fetch", fetched))
             fetch_beats += 4 * ibeats
@@ -458,11 +470,16 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
             elif instr.post in (Post.POOL, Post.RELU_POOL):
                 lat = POOL_LATENCY
                 out_beats *= 2                        # values, then the index run
-            runs = instr.runs if instr.post in (Post.NONE, Post.RELU) else 1
-            pieces = (max(1, -(-words // sgd_piece)) * (2 if instr.post == Post.SGD_MOMENTUM
-                                                    else 1)
-                      if instr.post in (Post.SGD, Post.SGD_MOMENTUM) else
-                      (2 if instr.post in (Post.POOL, Post.RELU_POOL) else runs))
+            # The write commands, in beats: the SGD's pieces (w' and v' of each with
+            # momentum), values then indices after a pool, else one per DRAM run.
+            if instr.post in (Post.SGD, Post.SGD_MOMENTUM):
+                per_cmd = [_beats(min(sgd_piece, words - o), f)
+                           for o in range(0, words, sgd_piece) for _ in range(streams)]
+            elif instr.post in (Post.POOL, Post.RELU_POOL):
+                per_cmd = [out_beats // 2] * 2
+            else:
+                per_cmd = [out_beats // max(1, instr.runs)] * max(1, instr.runs)
+            per_cmd[-1] += out_beats - sum(per_cmd)
             w_start = max(w_first + lat, wr_free, s0 + WRITE_CMD)
             # A source slower than the writes is the pace. With momentum the staged v' of
             # each piece goes out between the pieces' w'. A source at the SGD's own pace
@@ -483,7 +500,9 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
             # (AW 6 cycles before the first W beat in the simulator's trace of LeNet's last
             # FC layer, BP, batch 16), so only the later pieces' commands add to the beats.
             gap = RUN_GAP if instr.post in (Post.NONE, Post.RELU) else WRITE_CMD
-            w_bound = w_start + out_beats + (pieces - 1) * gap
+            w_bound = _write_bursts(wr_done, w_start, per_cmd, gap, cfg.max_burst_beats,
+                                    cfg.max_outstanding_reads,
+                                    dram.write_latency + WRITE_SLOT_FREE)
             s_bound = src_end + lat + held
             w_end = max(w_bound, s_bound)
             wr_free = w_end
@@ -507,6 +526,25 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
     return ProgramPerf(cycles=int(round(t_end)), engine_busy=int(busy), ops=ops,
                        read_beats=read_beats + fetch_beats, write_beats=write_beats,
                        fetch_beats=fetch_beats), owned, rd.replay(cfg.max_outstanding_reads)
+
+
+def _write_bursts(done, t, pieces, gap, max_burst, outstanding, free_after):
+    """The end of a store's writes that start at ``t``: ``pieces`` (beats each, one
+    command each, ``gap`` cycles between commands) split into bursts of ``max_burst``
+    beats, a beat a cycle, each burst waiting for a slot of the DMA's ``outstanding``
+    (free ``free_after`` cycles after the last beat of the burst that held it). ``done``,
+    the last beat of every burst so far, is extended."""
+    for i, beats in enumerate(pieces):
+        if i:
+            t += gap
+        while beats > 0:
+            n = min(beats, max_burst)
+            if len(done) >= outstanding:
+                t = max(t, done[-outstanding] + free_after)
+            t += n
+            done.append(t)
+            beats -= n
+    return t
 
 
 def _store_barriers(program):
