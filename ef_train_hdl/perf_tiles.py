@@ -479,6 +479,7 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
                 per_cmd = [out_beats // 2] * 2
             else:
                 per_cmd = [out_beats // max(1, instr.runs)] * max(1, instr.runs)
+            per_cmd = per_cmd or [0]
             per_cmd[-1] += out_beats - sum(per_cmd)
             w_start = max(w_first + lat, wr_free, s0 + WRITE_CMD)
             # A source slower than the writes is the pace. With momentum the staged v' of
