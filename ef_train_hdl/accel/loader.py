@@ -34,7 +34,7 @@ from ..core.pe_array import weight_load_layout, weight_load_lanes
 from ..core.postops import MaxPoolBackward, ReluBackward, word_lanes
 from ..isa import LoadMode, Op, Target, pool_max_width
 from .common import TokenWait, dispatch_layout, give, instr_view, token_members
-from .gearbox import Widen
+from .gearbox import Skid, Widen
 from .readmux import piece_words
 
 __all__ = ["Loader", "LOADER_FIFOS", "pool_max_width"]
@@ -164,10 +164,27 @@ class Loader(wiring.Component):
         addr, run_addr, blk_addr = Signal(20), Signal(20), Signal(20)
         pix, tap, beat, blk = Signal(32), Signal(8), Signal(16), Signal(32)
         writing = Signal()
-        pixel_target = (w.target == Target.IFM) | (w.target == Target.OFM)
-        w_relu = (w.mode == LoadMode.RELU_BP) | (w.mode == LoadMode.RELU_POOL_BP)
-        w_pool = (w.mode == LoadMode.POOL_BP) | (w.mode == LoadMode.RELU_POOL_BP)
         wview = data.View(isa.amaranth_layout(Op.LOAD), handoff.r_data)
+        # The instruction's target and mode, decoded into flip-flops when stage 2 takes it, so
+        # that the beat path's valid/ready select on registers, not on decoders of ``w``.
+        pixel_target, to_ofm, is_bias = Signal(), Signal(), Signal()
+        w_relu, w_pool = Signal(), Signal()
+        decoded = [
+            pixel_target.eq((wview.target == Target.IFM) | (wview.target == Target.OFM)),
+            to_ofm.eq(wview.target == Target.OFM),
+            is_bias.eq(wview.target == Target.BIAS),
+            w_relu.eq((wview.mode == LoadMode.RELU_BP) | (wview.mode == LoadMode.RELU_POOL_BP)),
+            w_pool.eq((wview.mode == LoadMode.POOL_BP) | (wview.mode == LoadMode.RELU_POOL_BP)),
+        ]
+        # A register slice on each stream from the read router: the loader's ready chain
+        # (post-ops, wideners, the bank write) ends here instead of running on into the
+        # router's FIFO level counters (before it the deepest path of the ultra96 design:
+        # 18 LUT levels). One cycle on the data's latency, no throughput lost.
+        srcs = {}
+        for s in "abc":
+            skid = m.submodules[f"skid_{s}"] = Skid(read_beat_layout(cfg))
+            wiring.connect(m, wiring.flipped(getattr(self, f"data_{s}")), skid.i)
+            srcs[s] = skid.o
 
         # Pixel path: beats -> pixels (A, B as words; C as 2-bit indices), then the post-ops.
         per_px = t // f
@@ -178,11 +195,15 @@ class Loader(wiring.Component):
         pool_u = m.submodules.pool = MaxPoolBackward(t, pool_max_width(cfg))
         m.d.comb += [pool_u.width.eq(w.pool_width), pool_u.height.eq(w.pool_height)]
         lefts = {"a": a_left, "b": b_left, "c": c_left}
+        # "Beats left on this stream" (``left != 0``), in flip-flops stepped with the counts,
+        # as the storer keeps its ``src_left != 0``: the ready path selects on a register.
+        nz = {s: Signal(name=f"{s}_any") for s in "abc"}
+        out_any = Signal()
         for s in "abc":
-            src = getattr(self, f"data_{s}")
+            src = srcs[s]
             g = widen[s]
             # Beats of this instruction only: a widener must not run into the next one's.
-            to_pixels = writing & (lefts[s] != 0) & (pixel_target if s == "a" else 1)
+            to_pixels = writing & nz[s] & (pixel_target if s == "a" else 1)
             m.d.comb += [g.i.valid.eq(src.valid & to_pixels),
                          g.i.payload.eq(src.payload.data)]
             if s != "a":
@@ -222,10 +243,10 @@ class Loader(wiring.Component):
                          a_px.ready.eq(out_ready)]
 
         # Pixel writes.
-        for port, target in ((self.ifm_load, Target.IFM), (self.ofm_load, Target.OFM)):
+        for port, here in ((self.ifm_load, ~to_ofm), (self.ofm_load, to_ofm)):
             m.d.comb += [port.payload.half.eq(w.half), port.payload.addr.eq(addr),
                          port.payload.data.eq(out_data)]
-            sel = writing & (w.target == target) & (out_left != 0)
+            sel = writing & pixel_target & here & out_any
             m.d.comb += port.valid.eq(out_valid & sel)
             with m.If(sel):
                 m.d.comb += out_ready.eq(port.ready)
@@ -237,29 +258,28 @@ class Loader(wiring.Component):
         q_row = Signal(range(t))
         q_col = Signal(range(t))
         wl = self.w_load.payload
-        is_bias = w.target == Target.BIAS
-        weight_target = (w.target == Target.WEIGHT) | is_bias
+        weight_target = ~pixel_target       # WEIGHT or BIAS
         m.d.comb += [
             q_row.eq((beat << lg_f) >> lg_t), q_col.eq((beat << lg_f) & (t - 1)),
-            wl.addr.eq(addr), wl.data.eq(self.data_a.payload.data), wl.en.eq((1 << lanes) - 1),
+            wl.addr.eq(addr), wl.data.eq(srcs["a"].payload.data), wl.en.eq((1 << lanes) - 1),
             wl.transpose.eq(w.transpose | is_bias),
             # Normal: DRAM word (mi, nj..) -> PE row mi, columns nj..; transposed: PE column
             # mi, rows nj..; bias: column 0, rows from the beat's first lane.
             wl.row.eq(Mux(is_bias, beat << lg_f, Mux(w.transpose, q_col, q_row))),
             wl.col.eq(Mux(is_bias, 0, Mux(w.transpose, q_row, q_col))),
         ]
-        w_sel = writing & weight_target & (a_left != 0)
-        m.d.comb += self.w_load.valid.eq(self.data_a.valid & w_sel)
+        w_sel = writing & weight_target & nz["a"]
+        m.d.comb += self.w_load.valid.eq(srcs["a"].valid & w_sel)
         with m.If(w_sel):
-            m.d.comb += self.data_a.ready.eq(self.w_load.ready)
+            m.d.comb += srcs["a"].ready.eq(self.w_load.ready)
         with m.Elif(writing & pixel_target):
-            m.d.comb += self.data_a.ready.eq(widen["a"].i.ready & (a_left != 0))
+            m.d.comb += srcs["a"].ready.eq(widen["a"].i.ready & nz["a"])
         w_done = self.w_load.valid & self.w_load.ready
 
         for s in "abc":
-            src = getattr(self, f"data_{s}")
+            src = srcs[s]
             with m.If(src.valid & src.ready):
-                m.d.sync += lefts[s].eq(lefts[s] - 1)
+                m.d.sync += [lefts[s].eq(lefts[s] - 1), nz[s].eq(lefts[s] != 1)]
 
         beats_per_word = t * t // f
         # "The counter is at its last value", kept in flip-flops stepped with the counters
@@ -276,6 +296,7 @@ class Loader(wiring.Component):
                 m.d.comb += handoff.r_en.eq(1)
                 with m.If(handoff.r_rdy):
                     m.d.sync += [w.eq(wview), addr.eq(wview.bank_base),
+                                 *decoded,
                                  run_addr.eq(wview.bank_base), blk_addr.eq(wview.bank_base),
                                  pix.eq(0), tap.eq(0), beat.eq(0), blk.eq(0),
                                  pix_last.eq(wview.count - 1 == 0),
@@ -314,12 +335,15 @@ class Loader(wiring.Component):
                         m.d.comb += beats_a.eq(words_run << exact_log2(per_px))
                 m.d.sync += [a_left.eq(beats_a), b_left.eq(Mux(w_relu, beats_a, 0)),
                              c_left.eq(Mux(w_pool, beats_a, 0)),
-                             out_left.eq(Mux(pixel_target, units, 0))]
+                             out_left.eq(Mux(pixel_target, units, 0)),
+                             nz["a"].eq(beats_a != 0), nz["b"].eq(w_relu & (beats_a != 0)),
+                             nz["c"].eq(w_pool & (beats_a != 0)),
+                             out_any.eq(pixel_target & (units != 0))]
                 m.next = "WRITE"
             with m.State("WRITE"):
                 m.d.comb += [writing.eq(1), stage2.eq(1)]
                 with m.If(px_done):
-                    m.d.sync += out_left.eq(out_left - 1)
+                    m.d.sync += [out_left.eq(out_left - 1), out_any.eq(out_left != 1)]
                     # Next pixel: along the run, or the next run's first word.
                     with m.If(~w_pool & pix_last):
                         m.d.sync += [pix.eq(0), run_addr.eq(run_addr + w.bank_run_stride),
