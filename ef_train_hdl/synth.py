@@ -51,7 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["SynthResult", "SynthError", "synthesize", "FAMILIES", "logic_depth"]
+__all__ = ["SynthResult", "SynthError", "synthesize", "FAMILIES", "logic_depth", "deep_paths"]
 
 FAMILIES = ("xcup", "ecp5")
 
@@ -177,6 +177,130 @@ def _dsp_rules(cell):
     return registered_out, ends
 
 
+class _DepthGraph:
+    """The deepest path into every combinational cell of a mapped netlist (one pass)."""
+
+    _WEIGHT = {"lut": (1, 0, 0, 0), "carry": (0, 1, 0, 0), "mux": (0, 0, 1, 0),
+               "dsp": (0, 0, 0, 1), "other": (0, 0, 0, 0)}
+
+    def __init__(self, netlist, top):
+        module = netlist["modules"][top]
+        self.cells = cells = module["cells"]
+        self.netnames = module.get("netnames", {})
+        self.driver = driver = {}  # bit -> cell name (combinational or sequential source)
+        for name, cell in cells.items():
+            dirs = cell.get("port_directions", {})
+            for port, bits in cell["connections"].items():
+                if dirs.get(port) == "output":
+                    for bit in bits:
+                        if isinstance(bit, int):
+                            driver[bit] = name
+        self.kind_of = kind_of = {}
+        for name, cell in cells.items():
+            t = cell["type"]
+            if _LUT.match(t) or t == "LUT4" or _LUTRAM.match(t):
+                kind_of[name] = "lut"
+            elif _CARRY.match(t):
+                kind_of[name] = "carry"
+            elif _MUX.match(t):
+                kind_of[name] = "mux"
+            elif _DSP.match(t):
+                kind_of[name] = "dsp"
+            elif _FF.match(t) or _SRL.match(t) or _BRAM.match(t):
+                kind_of[name] = "seq"
+            else:
+                kind_of[name] = "other"
+        self.dsp_rules = {name: _dsp_rules(cells[name]) for name, k in kind_of.items()
+                          if k == "dsp"}
+        self.best = best = {}      # comb cell -> (score tuple, predecessor or None)
+        self.chain = chain = {}    # comb cell -> longest carry chain ending here
+        # Iterative post-order DFS over combinational cells (carry chains run deep).
+        for root in cells:
+            if root in best or self.is_source(root) or kind_of[root] == "seq":
+                continue
+            stack = [(root, False)]
+            on_stack = set()
+            while stack:
+                name, expanded = stack.pop()
+                if name in best:
+                    continue
+                preds = [p for p in self.fan_in(name) if not self.is_source(p)]
+                if not expanded:
+                    on_stack.add(name)
+                    stack.append((name, True))
+                    for pred in preds:
+                        if pred not in best and pred not in on_stack:
+                            stack.append((pred, False))
+                    continue
+                on_stack.discard(name)
+                score, via, carry_chain = (0, 0, 0, 0), None, 0
+                for pred in preds:
+                    if pred in best and best[pred][0] > score:
+                        score, via = best[pred][0], pred
+                    if pred in chain:
+                        carry_chain = max(carry_chain, chain[pred])
+                w = self._WEIGHT[kind_of[name]]
+                best[name] = (tuple(a + b for a, b in zip(score, w)), via)
+                chain[name] = carry_chain + (1 if kind_of[name] == "carry" else 0)
+
+    def is_source(self, name):
+        kind = self.kind_of[name]
+        return kind == "seq" or (kind == "dsp" and self.dsp_rules[name][0])
+
+    def fan_in(self, name):
+        """Driver cells of the inputs through which a path continues into ``name``."""
+        cell = self.cells[name]
+        kind = self.kind_of[name]
+        dirs = cell.get("port_directions", {})
+        ends = self.dsp_rules[name][1] if kind == "dsp" else set()
+        out = set()
+        for port, bits in cell["connections"].items():
+            if dirs.get(port) != "input":
+                continue
+            if kind == "dsp" and (port in ends or port.rstrip("0123456789") in ends
+                                  or port in ("CLK", "CE", "RST")
+                                  or port.startswith(("CE", "RST", "OPMODE", "ALUMODE",
+                                                      "INMODE", "CARRYINSEL"))):
+                continue
+            for bit in bits:
+                if isinstance(bit, int) and bit in self.driver:
+                    out.add(self.driver[bit])
+        return out
+
+    def path_to(self, end):
+        """Cells of the deepest path ending in combinational cell ``end``, start first."""
+        path = []
+        node = end
+        while node is not None:
+            path.append(node)
+            node = self.best[node][1]
+        path.reverse()
+        return path
+
+    def source_of(self, path):
+        sources = [p for p in self.fan_in(path[0]) if self.is_source(p)]
+        return sorted(sources)[:1]
+
+    def net_name(self, cell_name):
+        """The readable name of a cell's output net (``loader.w.count[3]``), or the cell's
+        own name when the net has only generated names."""
+        cell = self.cells[cell_name]
+        dirs = cell.get("port_directions", {})
+        bits = [b for port, bs in cell["connections"].items() if dirs.get(port) == "output"
+                for b in bs if isinstance(b, int)]
+        if not hasattr(self, "_bit_names"):
+            self._bit_names = {}
+            for net, info in self.netnames.items():
+                if info.get("hide_name") or net.lstrip("\\").startswith("$"):
+                    continue
+                for i, bit in enumerate(info["bits"]):
+                    if isinstance(bit, int):
+                        self._bit_names.setdefault(bit, []).append(
+                            f"{net}[{i}]" if len(info["bits"]) > 1 else net)
+        found = [n for bit in bits for n in self._bit_names.get(bit, ())]
+        return min(found, key=len) if found else cell_name
+
+
 def logic_depth(netlist, top, *, names=False):
     """Deepest start-to-end path of a mapped ``write_json`` netlist, as the module docstring
     defines it.
@@ -185,108 +309,50 @@ def logic_depth(netlist, top, *, names=False):
     ``names``, a seventh item: the path's cells as ``(name, type)``, the register or port it
     starts from first (to find *which* logic is deep).
     """
-    module = netlist["modules"][top]
-    cells = module["cells"]
-    driver = {}  # bit -> cell name (combinational or sequential source)
-    for name, cell in cells.items():
-        dirs = cell.get("port_directions", {})
-        for port, bits in cell["connections"].items():
-            if dirs.get(port) == "output":
-                for bit in bits:
-                    if isinstance(bit, int):
-                        driver[bit] = name
-
-    kind_of = {}
-    for name, cell in cells.items():
-        t = cell["type"]
-        if _LUT.match(t) or t == "LUT4" or _LUTRAM.match(t):
-            kind_of[name] = "lut"
-        elif _CARRY.match(t):
-            kind_of[name] = "carry"
-        elif _MUX.match(t):
-            kind_of[name] = "mux"
-        elif _DSP.match(t):
-            kind_of[name] = "dsp"
-        elif _FF.match(t) or _SRL.match(t) or _BRAM.match(t):
-            kind_of[name] = "seq"
-        else:
-            kind_of[name] = "other"
-    dsp_rules = {name: _dsp_rules(cells[name]) for name, k in kind_of.items() if k == "dsp"}
-
-    def is_source(name):
-        kind = kind_of[name]
-        return kind == "seq" or (kind == "dsp" and dsp_rules[name][0])
-
-    def fan_in(name):
-        """Driver cells of the inputs through which a path continues into ``name``."""
-        cell = cells[name]
-        dirs = cell.get("port_directions", {})
-        ends = dsp_rules[name][1] if kind_of[name] == "dsp" else set()
-        out = set()
-        for port, bits in cell["connections"].items():
-            if dirs.get(port) != "input":
-                continue
-            if kind_of[name] == "dsp" and (port in ends or port.rstrip("0123456789") in ends
-                                           or port in ("CLK", "CE", "RST")
-                                           or port.startswith(("CE", "RST", "OPMODE",
-                                                               "ALUMODE", "INMODE",
-                                                               "CARRYINSEL"))):
-                continue
-            for bit in bits:
-                if isinstance(bit, int) and bit in driver:
-                    out.add(driver[bit])
-        return out
-
-    weight = {"lut": (1, 0, 0, 0), "carry": (0, 1, 0, 0), "mux": (0, 0, 1, 0),
-              "dsp": (0, 0, 0, 1), "other": (0, 0, 0, 0)}
-    best = {}      # comb cell -> (score tuple, predecessor or None)
-    chain = {}     # comb cell -> longest carry chain ending here
-    # Iterative post-order DFS over combinational cells (carry chains run deep).
-    for root in cells:
-        if root in best or is_source(root) or kind_of[root] == "seq":
-            continue
-        stack = [(root, False)]
-        on_stack = set()
-        while stack:
-            name, expanded = stack.pop()
-            if name in best:
-                continue
-            preds = [p for p in fan_in(name) if not is_source(p)]
-            if not expanded:
-                on_stack.add(name)
-                stack.append((name, True))
-                for pred in preds:
-                    if pred not in best and pred not in on_stack:
-                        stack.append((pred, False))
-                continue
-            on_stack.discard(name)
-            score, via, carry_chain = (0, 0, 0, 0), None, 0
-            for pred in preds:
-                if pred in best and best[pred][0] > score:
-                    score, via = best[pred][0], pred
-                if pred in chain:
-                    carry_chain = max(carry_chain, chain[pred])
-            w = weight[kind_of[name]]
-            best[name] = (tuple(a + b for a, b in zip(score, w)), via)
-            chain[name] = carry_chain + (1 if kind_of[name] == "carry" else 0)
-
-    if not best:
+    g = _DepthGraph(netlist, top)
+    if not g.best:
         return (0, 0, 0, 0, 0, ()) + (((),) if names else ())
-    end = max(best, key=lambda n: best[n][0])
-    (levels, carries, muxes, dsps), _ = best[end]
-    path = []
-    node = end
-    while node is not None:
-        path.append(node)
-        node = best[node][1]
-    path.reverse()
-    sources = [p for p in fan_in(path[0]) if is_source(p)]
-    result = (levels, carries, muxes, dsps, max(chain.values()),
-              tuple(cells[n]["type"] for n in path))
+    end = max(g.best, key=lambda n: g.best[n][0])
+    (levels, carries, muxes, dsps), _ = g.best[end]
+    path = g.path_to(end)
+    result = (levels, carries, muxes, dsps, max(g.chain.values()),
+              tuple(g.cells[n]["type"] for n in path))
     if names:
-        named = tuple((n, cells[n]["type"]) for n in sources[:1] + path)
+        named = tuple((n, g.cells[n]["type"]) for n in g.source_of(path) + path)
         result += (named,)
     return result
+
+
+def deep_paths(netlist, top, count=10):
+    """The ``count`` deepest paths into *different* end registers of a mapped netlist, deepest
+    first: where the logic depth is, readably named (the registers' net names, from the
+    Amaranth signal names; a flattened design writes them ``unit.sub.signal``).
+
+    Each item is a dict: ``levels``, ``carries``, ``muxes`` (as :func:`logic_depth` counts
+    them), ``start`` and ``end`` (the start and end registers' net names; the end is the
+    register vector, without a bit index) and ``cells`` (the cell types on the path).
+    """
+    g = _DepthGraph(netlist, top)
+    by_end = {}                 # end register vector -> (score, comb cell, end cell)
+    for name, cell in g.cells.items():
+        if not g.is_source(name) and g.kind_of[name] != "seq":
+            continue
+        for pred in g.fan_in(name):
+            if pred not in g.best:
+                continue
+            score = g.best[pred][0]
+            vector = re.sub(r"\[\d+\]$", "", g.net_name(name))
+            if vector not in by_end or score > by_end[vector][0]:
+                by_end[vector] = (score, pred, name)
+    ranked = sorted(by_end.items(), key=lambda kv: kv[1][0], reverse=True)[:count]
+    out = []
+    for vector, (score, last, _) in ranked:
+        path = g.path_to(last)
+        source = g.source_of(path)
+        out.append({"levels": score[0], "carries": score[1], "muxes": score[2],
+                    "start": g.net_name(source[0]) if source else "(input port)",
+                    "end": vector, "cells": [g.cells[n]["type"] for n in path]})
+    return out
 
 
 # -- running Yosys ----------------------------------------------------------------------------
