@@ -20,7 +20,7 @@ writes four pixels per pooled beat it reads); an instruction's own overhead is a
 cycles in each stage, overlapped with the previous instruction's writes.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -157,18 +157,22 @@ class Loader(wiring.Component):
 
         # ==== stage 2: beats into the banks =======================================================
         w = Signal(isa.amaranth_layout(Op.LOAD))
-        a_left, b_left, c_left = Signal(32), Signal(32), Signal(32)
+        a_left, b_left = Signal(32, name="a_left"), Signal(32, name="b_left")
+        c_left = Signal(32, name="c_left")
         out_left = Signal(32)
         # Bank addressing: ``addr`` the next word, ``run_addr`` the current run's first,
         # ``blk_addr`` the current weight block's first.
-        addr, run_addr, blk_addr = Signal(20), Signal(20), Signal(20)
-        pix, tap, beat, blk = Signal(32), Signal(8), Signal(16), Signal(32)
+        addr, run_addr = Signal(20, name="addr"), Signal(20, name="run_addr")
+        blk_addr = Signal(20, name="blk_addr")
+        pix, tap = Signal(32, name="pix"), Signal(8, name="tap")
+        beat, blk = Signal(16, name="beat"), Signal(32, name="blk")
         writing = Signal()
         wview = data.View(isa.amaranth_layout(Op.LOAD), handoff.r_data)
         # The instruction's target and mode, decoded into flip-flops when stage 2 takes it, so
         # that the beat path's valid/ready select on registers, not on decoders of ``w``.
-        pixel_target, to_ofm, is_bias = Signal(), Signal(), Signal()
-        w_relu, w_pool = Signal(), Signal()
+        pixel_target, to_ofm = Signal(name="pixel_target"), Signal(name="to_ofm")
+        is_bias = Signal(name="is_bias")
+        w_relu, w_pool = Signal(name="w_relu"), Signal(name="w_pool")
         decoded = [
             pixel_target.eq((wview.target == Target.IFM) | (wview.target == Target.OFM)),
             to_ofm.eq(wview.target == Target.OFM),
@@ -286,7 +290,19 @@ class Loader(wiring.Component):
         # (the same compares, one cycle ahead), so that the bank-address updates below select
         # on registers rather than on 32-bit compares (before them the deepest path of the
         # ultra96 design after the storer's: 19 LUT levels through these If/Elif chains).
-        pix_last, blk_last, tap_last, beat_last = Signal(), Signal(), Signal(), Signal()
+        # The "next value is the last" tests compare the counter itself with ``last - 1``
+        # (``count - 2``, ``taps - 2``: registers set with the instruction), not the counter's
+        # increment with ``last``: an equality, not an adder, a subtractor and an equality in
+        # a ripple (17-18 LUT levels in the ultra96 build before).
+        pix_last, blk_last = Signal(name="pix_last"), Signal(name="blk_last")
+        tap_last, beat_last = Signal(name="tap_last"), Signal(name="beat_last")
+        count_m2 = Signal(signed(len(w.count) + 2), name="count_m2")
+        taps_m2 = Signal(signed(len(w.taps) + 2), name="taps_m2")
+        count_is1, taps_is1 = Signal(name="count_is1"), Signal(name="taps_is1")
+        beat_m2 = beats_per_word - 2 if beats_per_word >= 2 else None
+
+        def beat_next_last():
+            return (beat == beat_m2) if beat_m2 is not None else Const(0)
 
         def step(counter):
             return (counter + 1)[:len(counter)]
@@ -299,10 +315,11 @@ class Loader(wiring.Component):
                                  *decoded,
                                  run_addr.eq(wview.bank_base), blk_addr.eq(wview.bank_base),
                                  pix.eq(0), tap.eq(0), beat.eq(0), blk.eq(0),
-                                 pix_last.eq(wview.count - 1 == 0),
-                                 blk_last.eq(wview.count - 1 == 0),
-                                 tap_last.eq(wview.taps - 1 == 0),
-                                 beat_last.eq(beats_per_word == 1)]
+                                 pix_last.eq(wview.count == 1), blk_last.eq(wview.count == 1),
+                                 tap_last.eq(wview.taps == 1),
+                                 beat_last.eq(beats_per_word == 1),
+                                 count_m2.eq(wview.count - 2), taps_m2.eq(wview.taps - 2),
+                                 count_is1.eq(wview.count == 1), taps_is1.eq(wview.taps == 1)]
                     m.next = "SETUP"
             # Sizes in three registered steps (one multiplier each, off the data path).
             words_run, units = Signal(32), Signal(32)
@@ -348,35 +365,33 @@ class Loader(wiring.Component):
                     with m.If(~w_pool & pix_last):
                         m.d.sync += [pix.eq(0), run_addr.eq(run_addr + w.bank_run_stride),
                                      addr.eq(run_addr + w.bank_run_stride),
-                                     pix_last.eq(w.count - 1 == 0)]
+                                     pix_last.eq(count_is1)]
                     with m.Else():
                         m.d.sync += [pix.eq(step(pix)), addr.eq(addr + w.bank_step),
-                                     pix_last.eq(step(pix) == w.count - 1)]
+                                     pix_last.eq(pix == count_m2)]
                 with m.If(w_done):
                     with m.If(is_bias):
-                        m.d.sync += [beat.eq(step(beat)),
-                                     beat_last.eq(step(beat) == beats_per_word - 1)]
+                        m.d.sync += [beat.eq(step(beat)), beat_last.eq(beat_next_last())]
                     with m.Elif(beat_last):
                         m.d.sync += [beat.eq(0), beat_last.eq(beats_per_word == 1)]
                         with m.If(tap_last):
-                            m.d.sync += [tap.eq(0), tap_last.eq(w.taps - 1 == 0)]
+                            m.d.sync += [tap.eq(0), tap_last.eq(taps_is1)]
                             with m.If(blk_last):
                                 # Next run: its first block's first tap.
-                                m.d.sync += [blk.eq(0), blk_last.eq(w.count - 1 == 0),
+                                m.d.sync += [blk.eq(0), blk_last.eq(count_is1),
                                              run_addr.eq(run_addr + w.bank_run_stride),
                                              blk_addr.eq(run_addr + w.bank_run_stride),
                                              addr.eq(run_addr + w.bank_run_stride)]
                             with m.Else():
                                 m.d.sync += [blk.eq(step(blk)),
-                                             blk_last.eq(step(blk) == w.count - 1),
+                                             blk_last.eq(blk == count_m2),
                                              blk_addr.eq(blk_addr + w.bank_step),
                                              addr.eq(blk_addr + w.bank_step)]
                         with m.Else():
-                            m.d.sync += [tap.eq(step(tap)), tap_last.eq(step(tap) == w.taps - 1),
+                            m.d.sync += [tap.eq(step(tap)), tap_last.eq(tap == taps_m2),
                                          addr.eq(addr + 1)]
                     with m.Else():
-                        m.d.sync += [beat.eq(step(beat)),
-                                     beat_last.eq(step(beat) == beats_per_word - 1)]
+                        m.d.sync += [beat.eq(step(beat)), beat_last.eq(beat_next_last())]
                 finished = Signal()
                 m.d.comb += finished.eq(
                     Mux(pixel_target, (out_left == 0) | ((out_left == 1) & px_done),
