@@ -335,7 +335,8 @@ class MaxPoolBackward(wiring.Component):
     Latency 1 cycle from a pooled beat to its first output pixel. Throughput 1 output beat per
     cycle (one pooled beat per 4 output beats, none in dropped rows and columns).
 
-    Bad sizes (``width`` of 0 or above ``max_width``, ``height`` of 0 or above
+    ``width`` and ``height`` must be stable from one cycle before a map's first beat until its
+    last. Bad sizes (``width`` of 0 or above ``max_width``, ``height`` of 0 or above
     ``max_height``) raise ``error``: while it is high, input beats are consumed and dropped,
     nothing is output, and the counters restart at the top left.
 
@@ -388,8 +389,13 @@ class MaxPoolBackward(wiring.Component):
         row = Signal(range(self.max_height))
         col = Signal(range(self.max_width))
         di, dj = row[0], col[0]
-        last_col = col == width - 1
-        last_row = row == height - 1
+        # "At the last column / row", in flip-flops: computed from the counters' next values
+        # when they step and refreshed from their values when they do not, so the input
+        # ready below selects on registers, not on a 16-bit ``== width - 1`` (in the ultra96
+        # build a 17-LUT path through the loader's ready chain). So ``width`` and ``height``
+        # must be stable from one cycle before a map's first beat (the loader sets them at
+        # least three cycles ahead).
+        last_col, last_row = Signal(name="last_col"), Signal(name="last_row")
         dropped = (~di & last_row) | (~dj & last_col)
 
         pooled = data.StructLayout({
@@ -416,6 +422,12 @@ class MaxPoolBackward(wiring.Component):
             next_col.eq(Mux(last_col, 0, col + 1)),
             next_row.eq(Mux(last_col, Mux(last_row, 0, row + 1), row)),
         ]
+        with m.If(step & ~error):
+            m.d.sync += [last_col.eq(next_col == width - 1), last_row.eq(next_row == height - 1)]
+        with m.Elif(error):
+            m.d.sync += [last_col.eq(width == 1), last_row.eq(height == 1)]
+        with m.Else():
+            m.d.sync += [last_col.eq(col == width - 1), last_row.eq(row == height - 1)]
 
         incoming = Signal(pooled)
         m.d.comb += [
