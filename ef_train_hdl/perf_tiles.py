@@ -39,6 +39,7 @@ TOKEN_DELAY = 2          # a give -> the consumer can start
 ENGINE_GAP = 1           # the engine's IDLE cycle between two jobs
 LOAD_SETUP = 3           # loader stage 1: take, SIZE, first request
 LOAD_TAIL = 4            # last beat -> bank written -> GIVE
+LOAD_SLICE = 1           # the loader's register slice: router FIFO -> stage 2
 #: Loader stage 2 from one instruction's end to the next one's first beat: GIVE, IDLE (takes
 #: the next from the handoff), SETUP, SETUP2, SETUP3, then WRITE; counted from the modelled
 #: end (LOAD_TAIL after the last beat), one cycle more after a pixel load, whose last beat
@@ -51,6 +52,8 @@ LOAD_AHEAD = 3
 #: next address two cycles after the last beat, which the model counts as ``end - 1``).
 DMA_SLOT_FREE = 1
 ROUTER_DELAY = 3         # request -> AR on the bus
+#: The router's register slice on the storer's requests (not the loader's or the fetcher's).
+REQUEST_SLICE = 1
 STORE_SETUP = 4          # storer: take, SIZE, SIZE2, START
 DRAIN_SETUP = 2          # drain job -> first read (START, CHECK, CHECK_RANGE)
 DRAIN_LATENCY = 5        # last read -> its beat at the writer (drain, 2 storer slices),
@@ -222,7 +225,7 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
     # requests in turn and the storer only ever runs ahead of nothing: its pieces fill the
     # bus around the loads, which set the pace of the jobs. They are scheduled on a channel of
     # their own, and the two together bound the program by the bus's bandwidth at the end.
-    rd_store = _Channel(dram.read_latency + ROUTER_DELAY, dram.read_rate)
+    rd_store = _Channel(dram.read_latency + ROUTER_DELAY + REQUEST_SLICE, dram.read_rate)
     wr_free = 0.0
     wr_done = []                 # last beat of every write burst so far
     fetch_beats = 0
@@ -407,7 +410,8 @@ def _schedule(program, cfg, dram, trace, prior, barrier, served=None):
                     taken += b
                     left -= w
             read_beats += streams * _beats(words, f)
-            e = max(data_end, (first or s1) + writes, stage2_free + writes) + LOAD_TAIL
+            e = max(data_end + LOAD_SLICE, (first or s1) + LOAD_SLICE + writes,
+                    stage2_free + writes) + LOAD_TAIL
             load_ends.append(e)
             stage2_free = e + LOAD_RESTART[
                 "pixels" if instr.target in (Target.IFM, Target.OFM) else "weights"]

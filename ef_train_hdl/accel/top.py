@@ -80,7 +80,8 @@ class Core(wiring.Component):
         clients = {"fetch": fetch_fifo_beats(cfg)}
         clients.update({f"ld_{k}": v for k, v in LOADER_FIFOS.items()})
         clients.update({f"st_{k}": v for k, v in STORER_FIFOS.items()})
-        router = m.submodules.router = ReadRouter(cfg, clients)
+        router = m.submodules.router = ReadRouter(
+            cfg, clients, sliced=[f"st_{k}" for k in STORER_FIFOS])
         cp = m.submodules.cmdproc = CommandProcessor(cfg)
         units = {"load": Loader(cfg), "compute": ComputeUnit(cfg), "store": Storer(cfg)}
         for name, unit in units.items():
