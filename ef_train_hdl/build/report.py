@@ -57,6 +57,13 @@ def summary_markdown(report, board):
     if raw:
         lines += ["", "Open synthesis, as Yosys mapped it: "
                   + ", ".join(f"{k} {v}" for k, v in raw.items()) + "."]
+    paths = report["resources"].get("deepest_paths")
+    if paths:
+        lines += ["", "Deepest paths into different registers (LUT levels, carry cells; "
+                  "the registers' Amaranth names, `unit.signal`): where to cut next.", "",
+                  "| LUT levels | carry | from | to |", "|---:|---:|---|---|"]
+        lines += [f"| {p['levels']} | {p['carries']} | `{p['start']}` | `{p['end']}` |"
+                  for p in paths]
     flow = report.get("flow_result", {})
     lines += ["", "## Result", ""]
     for key, text in report.get("status", {}).items():
