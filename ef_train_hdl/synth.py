@@ -303,7 +303,14 @@ class _DepthGraph:
                         self._bit_names.setdefault(bit, []).append(
                             f"{net}[{i}]" if len(info["bits"]) > 1 else net)
         found = [n for bit in bits for n in self._bit_names.get(bit, ())]
-        return min(found, key=len) if found else cell_name
+        if found:
+            return min(found, key=len)
+        # No readable net name: where the HDL made the register (Yosys keeps the source
+        # location of the cell it came from), ``accel/top.py:217``.
+        src = cell.get("attributes", {}).get("src", "").split("|")[0]
+        if src and not src.startswith("/share/"):
+            return "(" + re.sub(r"^.*?ef_train_hdl/", "", src) + ")"
+        return cell_name
 
 
 def logic_depth(netlist, top, *, names=False):
