@@ -13,8 +13,8 @@ A client must not ask for more beats than its FIFO holds in one request (it spli
 into pieces; :func:`piece_words`). Arbitration is round robin among clients whose request
 fits.
 
-Latency: a request is held in a register slice (one cycle) and reaches ``dma_cmd`` the cycle
-after it is granted (registered). Data goes
+Latency: a request reaches ``dma_cmd`` the cycle after it is granted (registered), a
+``sliced`` client's one cycle later (its register slice). Data goes
 from ``dma_data`` into the client's FIFO in one cycle and out of it the next.
 Throughput: one request per cycle, one data beat per cycle.
 """
@@ -48,10 +48,12 @@ class ReadRouter(wiring.Component):
     sliced : iterable of str
         Clients whose requests pass a register slice (:class:`~.gearbox.Skid`) on the way in:
         one cycle more from request to ``dma_cmd``, no combinational path from the client's
-        request logic through the grant. (Not the loader's streams: with a slice the loader
-        queues two pieces a stream ahead, and in the batch-1 FC weight update of the small
-        CNN on the tiny array its reads then crowd out the storer's SGD reads: 6,644 cycles
-        became 7,453.)
+        request logic through the grant. Only for clients that never take a request back:
+        the instruction fetcher withdraws its prefetch at the end of a program, which a
+        slice would already have latched (and read past the program). Not the loader's
+        streams either: with a slice the loader queues two pieces a stream ahead, and in the
+        batch-1 FC weight update of the small CNN on the tiny array its reads then crowd out
+        the storer's SGD reads (6,644 cycles became 7,453).
 
     Members
     -------
@@ -175,7 +177,6 @@ class ReadRouter(wiring.Component):
                          fifos[i].w_en.eq(self.dma_data.valid & tags.r_rdy &
                                           (tags.r_data == i))]
         return m
-
 
 
 class _Pass(wiring.Component):
