@@ -355,13 +355,14 @@ def _deep_paths(g, count):
     for name, cell in g.cells.items():
         if not g.is_source(name) and g.kind_of[name] != "seq":
             continue
-        for pred in g.fan_in(name):
-            if pred not in g.best:
-                continue
-            score = g.best[pred][0]
-            vector = re.sub(r"\[\d+\]$", "", g.net_name(name))
-            if vector not in by_end or score > by_end[vector][0]:
-                by_end[vector] = (score, pred, name)
+        preds = [p for p in g.fan_in(name) if p in g.best]
+        if not preds:
+            continue
+        pred = max(preds, key=lambda p: g.best[p][0])
+        score = g.best[pred][0]
+        vector = re.sub(r"\[\d+\]$", "", g.net_name(name))
+        if vector not in by_end or score > by_end[vector][0]:
+            by_end[vector] = (score, pred, name)
     ranked = sorted(by_end.items(), key=lambda kv: kv[1][0], reverse=True)[:count]
     out = []
     for vector, (score, last, _) in ranked:
