@@ -62,11 +62,10 @@ class Decoder(wiring.Component):
         op = hdr.opcode
 
         # -- stage 1 (combinational on the held instruction): the cheap checks --------------
-        xor = Signal(32)
+        xor = Signal(32)            # the checksum of words 0..14 (stage 2)
         acc = Const(isa.CHECKSUM_SEED, 32)
         for k in range(isa.INSTR_WORDS - 1):
             acc = acc ^ words[k]
-        m.d.comb += xor.eq(acc)
 
         def aligned(v):
             return (v[:lg_f] == 0) if lg_f else Const(1)
@@ -81,7 +80,7 @@ class Decoder(wiring.Component):
         p_pool = Signal(32)         # (pool_height // 2) * (pool_width // 2)
         p_words = Signal(48)        # STORE: runs * run_words
         p_pix_step = Signal(52)     # LOAD pool: (w * h - 1) * bank_step (stage 3)
-        want = Signal(48)           # STORE: words the source delivers (stage 3)
+        want = Signal(48)           # STORE: words the source delivers
         drain_end = Signal(40)
         lw = Mux(op == Op.LOAD, ld.pool_width, st.pool_width)
         lh = Mux(op == Op.LOAD, ld.pool_height, st.pool_height)
@@ -100,31 +99,36 @@ class Decoder(wiring.Component):
 
         with m.If(valid == 1):
             m.d.sync += [
+                xor.eq(acc),
                 p_run.eq((ld.runs - 1) * ld.bank_run_stride),
                 p_step.eq((ld.count - 1) * ld.bank_step),
                 p_wh.eq(lw * lh),
                 p_pool.eq((lh >> 1) * (lw >> 1)),
                 p_words.eq(st.runs * st.run_words),
                 drain_end.eq(st.drain_base + (st.drain_count << st.log2_p)),
-            ]
-        with m.If(valid == 2):
-            m.d.sync += [
-                p_pix_step.eq((p_wh - 1) * ld.bank_step),
                 want.eq(Mux(st.source == Source.OFM,
                             Mux((st.post == Post.POOL) | (st.post == Post.RELU_POOL),
-                                p_pool, st.drain_count) * t,
+                                (lh >> 1) * (lw >> 1), st.drain_count) * t,
                             Mux(st.bias_select, st.drain_count * t, st.drain_count * t * t))),
             ]
+        with m.If(valid == 2):
+            m.d.sync += p_pix_step.eq((p_wh - 1) * ld.bank_step)
 
-        # -- stage 4: the checks in isa.check's order ----------------------------------------
-        checks = []             # (condition that fails, code), first wins
+        # -- stages 3 and 4: the checks in isa.check's order ---------------------------------
+        # (condition that fails, code, stage it is registered at, stage-4 part or None), first
+        # wins. Conditions of the held instruction alone are registered at stage 2, those that
+        # need a stage-2 product at stage 3.
+        checks = []
 
-        def fail(cond, err):
-            checks.append((cond, err))
+        def fail(cond, err, opts=None):
+            opts = opts or {}
+            checks.append((cond, err, opts.get("stage", 1), opts.get("late")))
+
+        S2 = {"stage": 2}
 
         unit_of = {Op.LOAD: "load", Op.COMPUTE: "compute", Op.STORE: "store"}
         fail(hdr.magic != isa.MAGIC, ErrorCode.BAD_MAGIC)
-        fail(words[15] != xor, ErrorCode.BAD_CHECKSUM)
+        fail(words[15] != xor, ErrorCode.BAD_CHECKSUM, S2)
         fail(op > Op.STORE, ErrorCode.BAD_OPCODE)
         self_ref = Mux(op == Op.LOAD, (hdr.wait_load != 0) | hdr.signal_load,
                        Mux(op == Op.COMPUTE, (hdr.wait_compute != 0) | hdr.signal_compute,
@@ -159,17 +163,26 @@ class Decoder(wiring.Component):
         load_checks.append((pix & ((ld.pool_width < 2) | (ld.pool_height < 1) |
                                    (ld.pool_width > wmax) | (ld.pool_height > cfg.max_size)),
                             ErrorCode.BAD_SIZE))
-        load_checks.append((pix & (ld.count != p_pool), ErrorCode.BAD_SIZE))
+        load_checks.append((pix & (ld.count != p_pool), ErrorCode.BAD_SIZE, S2))
         depth = Mux(weightish, cfg.weight_depth,
                     Mux(tgt == Target.IFM, cfg.ifm_depth, cfg.ofm_depth))
-        last = Signal(56)
-        m.d.comb += last.eq(Mux(bias_t, ld.bank_base,
-                                Mux(weight_t, ld.bank_base + p_run + p_step + ld.taps - 1,
-                                    Mux(pool_m, ld.bank_base + p_pix_step,
-                                        ld.bank_base + p_run + p_step))))
-        load_checks.append((last >= depth, ErrorCode.BAD_TILE))
-        for cond, err in load_checks:
-            fail(is_load & cond, err)
+        # The tile's last bank word against the buffer's depth: bank_base + span >= depth,
+        # compared at stage 4 as span >= depth - bank_base, one comparison of registers.
+        # ``span`` and ``room`` (stage 3): the tile's last word above ``bank_base`` (not a pool
+        # tile's), and the words left above ``bank_base`` (0 if it is already past the end).
+        span, room = Signal(56), Signal(56)
+        with m.If(valid == 2):
+            m.d.sync += [
+                span.eq(Mux(bias_t, 0, Mux(weight_t, p_run + p_step + ld.taps - 1,
+                                            p_run + p_step))),
+                room.eq(Mux(ld.bank_base >= depth, 0, depth - ld.bank_base)),
+            ]
+        pool_tile = pool_m & ~weightish
+        load_checks.append((~pool_tile, ErrorCode.BAD_TILE, {"stage": 2, "late": span >= room}))
+        load_checks.append((pool_tile, ErrorCode.BAD_TILE,
+                            {"stage": 2, "late": p_pix_step >= room}))
+        for cond, err, *opts in load_checks:
+            fail(is_load & cond, err, *opts)
 
         # COMPUTE
         for value, dep in ((cp.ifm_base, cfg.ifm_depth), (cp.w_base, cfg.weight_depth),
@@ -192,7 +205,7 @@ class Decoder(wiring.Component):
             (~dram_s & (st.drain_count == 0), ErrorCode.BAD_SIZE),
             (~dram_s & (st.log2_p > exact_log2(cfg.acc_interleave)), ErrorCode.BAD_INTERLEAVE),
             (~dram_s & (drain_end > Mux(ofm_s, cfg.ofm_depth, cfg.weight_depth)),
-             ErrorCode.BAD_TILE),
+             ErrorCode.BAD_TILE, S2),
             ((st.run_words[:lg_f] != 0) if lg_f else Const(0), ErrorCode.BAD_SIZE),
             ((st.runs != 1) & (post > Post.RELU), ErrorCode.BAD_SIZE),
         ]
@@ -207,14 +220,51 @@ class Decoder(wiring.Component):
         store_checks.append((ofm_s & pool_p & ((st.pool_width < 2) | (st.pool_height < 2) |
                                                (st.pool_width > wmax) |
                                                (p_wh != st.drain_count)),
-                             ErrorCode.BAD_SIZE))
-        store_checks.append((~dram_s & (p_words != want), ErrorCode.BAD_SIZE))
-        for cond, err in store_checks:
-            fail(is_store & cond, err)
+                             ErrorCode.BAD_SIZE, S2))
+        store_checks.append((~dram_s & (p_words != want), ErrorCode.BAD_SIZE, S2))
+        for cond, err, *opts in store_checks:
+            fail(is_store & cond, err, *opts)
 
-        result = Const(ErrorCode.OK, ERROR_BITS)
-        for cond, err in reversed(checks):
-            result = Mux(cond, err, result)
+        # Stage 2 registers the checks of the held instruction alone and, for every run of
+        # them between the others, which of the run failed first; stage 3 registers the checks
+        # that need a stage-2 product; stage 4 compares the tile's last word with the buffer
+        # depth (``late``) and takes the first failure of about a dozen entries. Each stage is
+        # a few LUTs deep, not a chain through all fifty checks.
+        entries, run = [], []
+
+        def close_run():
+            if run:
+                any_fail, first = _first(run)
+                r_any = Signal(name=f"run_{len(entries)}")
+                r_code = Signal(ERROR_BITS, name=f"run_{len(entries)}_code")
+                with m.If(valid == 2):
+                    m.d.sync += [r_any.eq(any_fail), r_code.eq(first)]
+                entries.append((r_any, r_code))
+                run.clear()
+
+        for k, (cond, err, stage, late) in enumerate(checks):
+            flag = Signal(name=f"fail_{k}")
+            with m.If(valid == stage):
+                m.d.sync += flag.eq(cond)
+            if stage == 1:
+                run.append((flag, Const(err, ERROR_BITS)))
+            else:
+                close_run()
+                entries.append((flag if late is None else flag & late, Const(err, ERROR_BITS)))
+        close_run()
+        _, result = _first(entries)
         with m.If(valid == DECODE_LATENCY - 1):
             m.d.sync += code.eq(result)
         return m
+
+
+def _first(checks):
+    """``(any failed, code of the first failed or OK)`` of ``[(failed, code), ...]``, as a
+    tree of depth log2(len(checks)) rather than a chain."""
+    if len(checks) == 1:
+        cond, err = checks[0]
+        return cond, Mux(cond, err, ErrorCode.OK)
+    half = len(checks) // 2
+    any_a, code_a = _first(checks[:half])
+    any_b, code_b = _first(checks[half:])
+    return any_a | any_b, Mux(any_a, code_a, code_b)
