@@ -96,14 +96,20 @@ class Loader(wiring.Component):
         cur = Signal(isa.amaranth_layout(Op.LOAD))
         run = Signal(16)
         run_base = Signal(32)               # addr_a + run * dram_stride
-        offset = Signal(32)
         run_words = Signal(32)
         stream_sel = Signal(2)              # 0 A, 1 B, 2 C of the current piece
-        chunk = Signal(32)
+        # The request in flip-flops: each stream's next address, the words of the run left
+        # (``rest``), the next piece's length (``chunk`` = min(rest, piece)) and whether it is
+        # the run's last (``last_piece``), so that the read router's grant and credit logic
+        # sees registers, not this unit's subtract-compare-select.
+        addr_a, addr_b, addr_c = Signal(32), Signal(32), Signal(32)
+        rest, chunk, last_piece = Signal(32), Signal(32), Signal()
         relu = (cur.mode == LoadMode.RELU_BP) | (cur.mode == LoadMode.RELU_POOL_BP)
         pool = (cur.mode == LoadMode.POOL_BP) | (cur.mode == LoadMode.RELU_POOL_BP)
-        rest = run_words - offset
-        m.d.comb += chunk.eq(Mux(rest > piece, piece, rest))
+
+        def first_piece():
+            return [rest.eq(run_words), chunk.eq(Mux(run_words > piece, piece, run_words)),
+                    last_piece.eq(run_words <= piece)]
         issuing = Signal()
         with m.FSM(name="issue"):
             with m.State("IDLE"):
@@ -115,27 +121,26 @@ class Loader(wiring.Component):
                              handoff.w_en.eq(can), handoff.w_data.eq(self.instr.payload.bits)]
                 tokens.take(m, can)
                 with m.If(can):
-                    m.d.sync += [cur.eq(view), run.eq(0), offset.eq(0), stream_sel.eq(0),
-                                 run_base.eq(view.addr_a)]
+                    m.d.sync += [cur.eq(view), run.eq(0), stream_sel.eq(0),
+                                 run_base.eq(view.addr_a), addr_a.eq(view.addr_a),
+                                 addr_b.eq(view.addr_b), addr_c.eq(view.addr_c)]
+                    with m.Switch(view.target):
+                        with m.Case(Target.WEIGHT):
+                            m.d.sync += run_words.eq((view.count * view.taps) << lg_tt)
+                        with m.Case(Target.BIAS):
+                            m.d.sync += run_words.eq(t)
+                        with m.Default():
+                            m.d.sync += run_words.eq(view.count << lg_t)
                     m.next = "SIZE"
             with m.State("SIZE"):
                 m.d.comb += issuing.eq(1)
-                with m.Switch(cur.target):
-                    with m.Case(Target.WEIGHT):
-                        m.d.sync += run_words.eq((cur.count * cur.taps) << lg_tt)
-                    with m.Case(Target.BIAS):
-                        m.d.sync += run_words.eq(t)
-                    with m.Default():
-                        m.d.sync += run_words.eq(cur.count << lg_t)
+                m.d.sync += first_piece()
                 m.next = "REQUEST"
             with m.State("REQUEST"):
                 m.d.comb += issuing.eq(1)
-                base = Mux(stream_sel == 0, run_base,
-                           Mux(stream_sel == 1, cur.addr_b, cur.addr_c))
                 reqs = [self.req_a, self.req_b, self.req_c]
-                for i, req in enumerate(reqs):
-                    m.d.comb += [req.payload.addr.eq(base + offset),
-                                 req.payload.length.eq(chunk),
+                for i, (req, addr) in enumerate(zip(reqs, (addr_a, addr_b, addr_c))):
+                    m.d.comb += [req.payload.addr.eq(addr), req.payload.length.eq(chunk),
                                  req.valid.eq(stream_sel == i)]
                 accepted = Mux(stream_sel == 0, self.req_a.ready,
                                Mux(stream_sel == 1, self.req_b.ready, self.req_c.ready))
@@ -148,12 +153,21 @@ class Loader(wiring.Component):
                     with m.Elif(nxt_c):
                         m.d.sync += stream_sel.eq(2)
                     with m.Else():
-                        m.d.sync += [stream_sel.eq(0), offset.eq(offset + chunk)]
-                        with m.If(offset + chunk >= run_words):
-                            m.d.sync += [offset.eq(0), run.eq(run + 1),
-                                         run_base.eq(run_base + cur.dram_stride)]
+                        m.d.sync += stream_sel.eq(0)
+                        with m.If(last_piece):
+                            # Modes with B or C streams have one run (the decoder checks).
+                            nxt_run = run_base + cur.dram_stride
+                            m.d.sync += [run.eq(run + 1), run_base.eq(nxt_run),
+                                         addr_a.eq(nxt_run), addr_b.eq(cur.addr_b),
+                                         addr_c.eq(cur.addr_c), *first_piece()]
                             with m.If(run + 1 >= cur.runs):
                                 m.next = "IDLE"
+                        with m.Else():
+                            # Not the last piece, so chunk == piece.
+                            m.d.sync += [addr_a.eq(addr_a + piece), addr_b.eq(addr_b + piece),
+                                         addr_c.eq(addr_c + piece), rest.eq(rest - piece),
+                                         chunk.eq(Mux(rest > 2 * piece, piece, rest - piece)),
+                                         last_piece.eq(rest <= 2 * piece)]
 
         # ==== stage 2: beats into the banks =======================================================
         w = Signal(isa.amaranth_layout(Op.LOAD))
