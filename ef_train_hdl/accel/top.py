@@ -137,18 +137,28 @@ class Core(wiring.Component):
             self.wr_error.eq(dma.wr_error), self.wr_error_code.eq(dma.wr_error_code),
             self.wr_error_addr.eq(dma.wr_error_addr),
         ]
-        # Faults: the decoder's or the watchdog's, else the tile engine refusing a job, else
-        # its drain refusing one (which the decoder's checks should make impossible).
-        with m.If(cp.fault):
+        # Faults: the tile engine refusing a job or its drain refusing one (which the decoder's
+        # checks should make impossible), else the decoder's or the watchdog's. The engine's
+        # come from its job counters through the compute unit's in-flight queue: they are
+        # registered here, one cycle late, so that the status registers' capture starts at
+        # flip-flops. A refused job gives no tokens, so nothing can stop the program in that
+        # cycle, and a registered fault is older than a command-processor fault beside it.
+        rt_fault, rt_code = Signal(), Signal(ERROR_BITS)
+        rt_index, rt_addr = Signal(32), Signal(cfg.addr_width)
+        m.d.sync += rt_fault.eq(0)
+        with m.If(compute.error):
+            m.d.sync += [rt_fault.eq(1), rt_code.eq(compute.error_code),
+                         rt_index.eq(compute.error_index),
+                         rt_addr.eq(cp.program_base + (compute.error_index << 6))]
+        with m.Elif(engine.drain_error.as_value() != 0):
+            m.d.sync += [rt_fault.eq(1), rt_code.eq(ErrorCode.BAD_TILE),
+                         rt_index.eq(0xFFFF_FFFF), rt_addr.eq(0)]
+        with m.If(rt_fault):
+            m.d.comb += [self.fault.eq(1), self.fault_code.eq(rt_code),
+                         self.fault_addr.eq(rt_addr), self.fault_index.eq(rt_index)]
+        with m.Elif(cp.fault):
             m.d.comb += [self.fault.eq(1), self.fault_code.eq(cp.fault_code),
                          self.fault_addr.eq(cp.fault_addr), self.fault_index.eq(cp.fault_index)]
-        with m.Elif(compute.error):
-            m.d.comb += [self.fault.eq(1), self.fault_code.eq(compute.error_code),
-                         self.fault_index.eq(compute.error_index),
-                         self.fault_addr.eq(cp.program_base + (compute.error_index << 6))]
-        with m.Elif(engine.drain_error.as_value() != 0):
-            m.d.comb += [self.fault.eq(1), self.fault_code.eq(ErrorCode.BAD_TILE),
-                         self.fault_index.eq(0xFFFF_FFFF)]
         m.d.comb += [
             self.ev_pe_busy.eq(engine.issuing),
             self.ev_instruction.eq(cp.dispatched),
