@@ -192,7 +192,12 @@ class AddressGenerator(wiring.Component):
         save = {name: [Signal(signed(aw), name=f"{name}_l{i}") for i in range(4)]
                 for name in names}
         idx = [Signal(18, name=f"i{i}") for i in range(4)]
-        last = [idx[i] == n[i] - 1 for i in range(4)]
+        # ``last[i]``: level i is at its last count (idx == n - 1), kept in flip-flops: set
+        # from ``n_is_1`` when the levels restart and from ``idx == n - 2`` when a level steps,
+        # so that the loop's step decisions start at registers, not at subtract-and-compare.
+        last = [Signal(name=f"last{i}") for i in range(4)]
+        n_m2 = [Signal(signed(19), name=f"n{i}_m2") for i in range(4)]
+        n_is_1 = [Signal(name=f"n{i}_is_1") for i in range(4)]
         # The background flush of the previous job: its halves, phase and error, and the
         # cycles until its last write lands.
         bg_active = Signal()
@@ -324,7 +329,9 @@ class AddressGenerator(wiring.Component):
                     (Mux(notaps, 1, nty), Mux(notaps, p, ntx), npy, npx),  # FP/BP
                 )
                 for i in range(4):
-                    m.d.sync += n[i].eq(Mux(wu, counts[0][i], counts[1][i]))
+                    count = Mux(wu, counts[0][i], counts[1][i])
+                    m.d.sync += [n[i].eq(count), n_m2[i].eq(count - 2),
+                                 n_is_1[i].eq(count == 1)]
                 fpbp = {
                     "r": (1, 0, Mux(bp, 1, s_), 0),
                     "c": (0, 1, 0, Mux(bp, 1, s_)),
@@ -356,7 +363,7 @@ class AddressGenerator(wiring.Component):
                     for i in range(4):
                         m.d.sync += save[name][i].eq(start[name])
                 for i in range(4):
-                    m.d.sync += idx[i].eq(0)
+                    m.d.sync += [idx[i].eq(0), last[i].eq(n_is_1[i])]
                 with m.If(hazard):
                     m.d.sync += job_error.eq(TileError.INTERLEAVE)
                     m.next = "FLUSH"
@@ -392,9 +399,9 @@ class AddressGenerator(wiring.Component):
                          last[3] & last[2] & ~last[1], last[3] & ~last[2], ~last[3]]
                 for lvl in range(4):
                     with m.If(steps[lvl]):
-                        m.d.sync += idx[lvl].eq(idx[lvl] + 1)
+                        m.d.sync += [idx[lvl].eq(idx[lvl] + 1), last[lvl].eq(idx[lvl] == n_m2[lvl])]
                         for i in range(lvl + 1, 4):
-                            m.d.sync += idx[i].eq(0)
+                            m.d.sync += [idx[i].eq(0), last[i].eq(n_is_1[i])]
                         for name in names:
                             step = inc["q" if name in ("qs", "ql") else name][lvl]
                             new = save[name][lvl] + step
