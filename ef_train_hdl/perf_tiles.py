@@ -70,7 +70,7 @@ RUN_GAP = 2
 WRITE_SLOT_FREE = 3
 SGD_LATENCY = {Post.SGD: 26, Post.SGD_MOMENTUM: 26}      # one momentum-capable unit:
 #                                   drain beat -> its w' written (FMUL, FADD twice, gearboxes)
-POOL_LATENCY = 2
+POOL_LATENCY = 3
 QUEUE_DEPTH = 4
 FETCH_INSTRS = 8
 #: The loader's read-router FIFOs (beats), streams A, B, C.

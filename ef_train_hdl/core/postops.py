@@ -15,7 +15,7 @@ unit                   streams                                      latency (inp
 =====================  ===========================================  ========================
 :class:`ReluForward`   ``x`` -> ``y``                               1
 :class:`ReluBackward`  ``grad_y`` + ``y`` -> ``grad_x``             1
-:class:`MaxPoolForward`   ``x`` -> ``y`` {value, idx}               1 (after the 4th pixel)
+:class:`MaxPoolForward`   ``x`` -> ``y`` {value, idx}               2 (after the 4th pixel)
 :class:`MaxPoolBackward`  ``grad_y`` + ``idx`` -> ``grad_x``        1
 :class:`SgdUpdate`     ``w`` + ``dw`` (+ ``v``) -> ``o`` {w, v}     FMUL+FADD (x2 momentum) + 1
 =====================  ===========================================  ========================
@@ -200,9 +200,11 @@ class MaxPoolForward(wiring.Component):
     a line buffer of ``max_width // 2`` entries (:class:`~amaranth.lib.memory.Memory`); the
     bottom row completes the scan.
 
-    Latency: the pooled beat leaves 1 cycle after the window's last pixel (bottom right) is
-    taken. Throughput: 1 input beat per cycle; input is only held back when a pooled beat
-    is due and the output is stalled.
+    Latency: the pooled beat leaves 2 cycles after the window's last pixel (bottom right) is
+    taken: the bottom-left pixel is compared with the line buffer's winner in the cycle the
+    last pixel is taken, the last pixel with that result in the next (one comparison per
+    register stage). Throughput: 1 input beat per cycle; input is only held back when a
+    pooled beat is due and both stages are stalled.
 
     ``width`` and ``height`` must stay constant while a map streams. A ``width`` of 0 or above
     ``max_width``, or a ``height`` of 0 or above ``max_height``, raises ``error``: while it is
@@ -271,8 +273,14 @@ class MaxPoolForward(wiring.Component):
         held = Signal(word_lanes(lanes))
 
         emits = di & dj
+        # The window's first three pixels reduced (``s_v``, ``s_k``) and its last (``s_x3``),
+        # between the two comparisons.
+        s_valid = Signal()
+        s_v, s_x3 = Signal(word_lanes(lanes)), Signal(word_lanes(lanes))
+        s_k = Signal(data.ArrayLayout(unsigned(2), lanes))
         advance = ~self.y.valid | self.y.ready
-        m.d.comb += self.x.ready.eq(self.error | ~emits | advance)
+        advance_s = ~s_valid | advance
+        m.d.comb += self.x.ready.eq(self.error | ~emits | advance_s)
         take = self.x.valid & self.x.ready & ~self.error
 
         m.d.comb += [
@@ -292,22 +300,26 @@ class MaxPoolForward(wiring.Component):
 
         with m.If(advance):
             m.d.sync += self.y.valid.eq(0)
-        with m.If(take):
-            with m.If(~dj):
-                m.d.sync += held.eq(self.x.payload)
-            with m.If(emits):
-                m.d.sync += self.y.valid.eq(1)
+            with m.If(s_valid):
+                m.d.sync += [self.y.valid.eq(1), s_valid.eq(0)]
                 for lane in range(lanes):
-                    v, k = rd.data.value[lane], rd.data.idx[lane]
-                    x2, x3 = held[lane], self.x.payload[lane]
-                    take2 = _greater(x2, v)
-                    v2 = Mux(take2, x2, v)
-                    k2 = Mux(take2, 2, k)
+                    v2, k2, x3 = s_v[lane], s_k[lane], s_x3[lane]
                     take3 = _greater(x3, v2)
                     m.d.sync += [
                         self.y.payload.value[lane].eq(Mux(take3, x3, v2)),
                         self.y.payload.idx[lane].eq(Mux(take3, 3, k2)),
                     ]
+        with m.If(take):
+            with m.If(~dj):
+                m.d.sync += held.eq(self.x.payload)
+            with m.If(emits):
+                m.d.sync += [s_valid.eq(1), s_x3.eq(self.x.payload)]
+                for lane in range(lanes):
+                    v, k = rd.data.value[lane], rd.data.idx[lane]
+                    x2 = held[lane]
+                    take2 = _greater(x2, v)
+                    m.d.sync += [s_v[lane].eq(Mux(take2, x2, v)),
+                                 s_k[lane].eq(Mux(take2, 2, k))]
             with m.If(last_col):
                 m.d.sync += col.eq(0)
                 m.d.sync += row.eq(Mux(last_row, 0, row + 1))
