@@ -27,8 +27,11 @@ largest number of LUTs on any path from a *timing start point* to a *timing end 
   registered (``PREG=1``; ECP5: an output or pipeline register);
 - end points are output ports and the data, enable and reset inputs of those cells, and DSP
   inputs whose input register is used (``AREG``/``BREG``/``CREG``/``DREG`` > 0);
-- a LUT (``LUT1``..``LUT6``, ``LUT4``) counts one level; a LUTRAM read (``RAM32M``, ``RAM64M``,
-  ``RAM*X1*``, ``TRELLIS_DPR16X4``) counts one level; carry cells (``CARRY4``, ``CARRY8``,
+- a LUTRAM (``RAM32M``, ``RAM64M``, ``RAM*X1*``, ``TRELLIS_DPR16X4``) is both: its read is
+  combinational (read address to data out, one level), its write is clocked, so its data,
+  write-enable and write-address inputs are end points (a path does not run from the written
+  data through the memory to its output);
+- a LUT (``LUT1``..``LUT6``, ``LUT4``) counts one level; carry cells (``CARRY4``, ``CARRY8``,
   ``CCU2C``) and wide-function muxes (``MUXF7/8/9``, ``PFUMX``, ``L6MUX21``) count zero LUT
   levels but are counted separately along the same path; an unregistered DSP passes its
   inputs' levels through (counted in ``dsp_on_path``).
@@ -252,15 +255,34 @@ class _DepthGraph:
         kind = self.kind_of[name]
         return kind == "seq" or (kind == "dsp" and self.dsp_rules[name][0])
 
-    def fan_in(self, name):
-        """Driver cells of the inputs through which a path continues into ``name``."""
+    def is_lutram(self, name):
+        return bool(_LUTRAM.match(self.cells[name]["type"]))
+
+    @staticmethod
+    def _lutram_read_port(port, outputs):
+        """A LUTRAM input through which its output follows combinationally: a read address
+        (``ADDRx`` with a ``DOx`` output, ``A0``.., ``DPRA0``.., ``RAD0``..)."""
+        if port.startswith("ADDR"):
+            return ("DO" + port[4:]) in outputs
+        return bool(re.match(r"^(A|DPRA|RAD)\d*$", port))
+
+    def fan_in(self, name, *, write=False):
+        """Driver cells of the inputs through which a path continues into ``name``; with
+        ``write``, of a LUTRAM's clocked (write) inputs instead, where paths end."""
         cell = self.cells[name]
         kind = self.kind_of[name]
         dirs = cell.get("port_directions", {})
         ends = self.dsp_rules[name][1] if kind == "dsp" else set()
+        lutram = self.is_lutram(name)
+        if write and not lutram:
+            return set()
+        outputs = {p for p, d in dirs.items() if d == "output"}
         out = set()
         for port, bits in cell["connections"].items():
             if dirs.get(port) != "input":
+                continue
+            if lutram and port not in ("WCLK", "CLK", "WCK") and \
+                    self._lutram_read_port(port, outputs) == write:
                 continue
             if kind == "dsp" and (port in ends or port.rstrip("0123456789") in ends
                                   or port in ("CLK", "CE", "RST")
@@ -353,9 +375,12 @@ def deep_paths(netlist, top, count=10):
 def _deep_paths(g, count):
     by_end = {}                 # end register vector -> (score, comb cell, end cell)
     for name, cell in g.cells.items():
-        if not g.is_source(name) and g.kind_of[name] != "seq":
+        if g.is_lutram(name):
+            preds = [p for p in g.fan_in(name, write=True) if p in g.best]
+        elif g.is_source(name) or g.kind_of[name] == "seq":
+            preds = [p for p in g.fan_in(name) if p in g.best]
+        else:
             continue
-        preds = [p for p in g.fan_in(name) if p in g.best]
         if not preds:
             continue
         pred = max(preds, key=lambda p: g.best[p][0])

@@ -51,3 +51,42 @@ def test_deep_paths_ranks_end_registers_by_name(netlist):
     assert paths[0]["start"].startswith("a_q[") and paths[1]["start"].startswith("b_q[")
     # The register-to-register paths of the input copies have no logic at all: not listed.
     assert all(p["levels"] >= 1 for p in paths)
+
+
+class _LutRam(wiring.Component):
+    """A 32 x 4 LUTRAM: the written word is a 7-input AND of registers (two LUT levels, as in
+    ``_TwoDepths``), the read word goes straight into a register (the LUTRAM's read: one
+    level). The write is clocked, so the deepest path is the write data's two levels, not
+    2 + 1 through the memory."""
+
+    a: In(7)
+    waddr: In(5)
+    raddr: In(5)
+    out: Out(1)
+
+    def elaborate(self, platform):
+        from amaranth.lib.memory import Memory
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=4, depth=32, init=[])
+        a_q = Signal(7, name="a_q")
+        wa_q, ra_q = Signal(5, name="wa_q"), Signal(5, name="ra_q")
+        m.d.sync += [a_q.eq(self.a), wa_q.eq(self.waddr), ra_q.eq(self.raddr)]
+        wr = mem.write_port()
+        rd = mem.read_port(domain="comb")
+        m.d.comb += [wr.addr.eq(wa_q), wr.en.eq(1), wr.data.eq(a_q.all().replicate(4)),
+                     rd.addr.eq(ra_q)]
+        m.d.sync += self.out.eq(rd.data[0])
+        return m
+
+
+def test_lutram_write_ends_a_path(tmp_path):
+    import json
+    result = synthesize(_LutRam(), family="xcup", top="top", workdir=tmp_path, ltp=False)
+    assert result.lutram, "the memory must map to LUTRAM for this test to mean anything"
+    net = json.loads((tmp_path / "netlist.json").read_text())
+    levels, carries, muxes, dsps, chain, cells = logic_depth(net, "top")
+    assert levels == 2, cells
+    paths = {p["end"]: p for p in deep_paths(net, "top", count=10)}
+    assert paths["out"]["levels"] == 1, paths          # read: the LUTRAM
+    written = [p for p in paths.values() if p["levels"] == 2]
+    assert written and all(p["start"].startswith("a_q[") for p in written), paths
