@@ -260,15 +260,25 @@ class Loader(wiring.Component):
             m.d.comb += [out_valid.eq(a_px.valid), out_data.eq(a_px.payload),
                          a_px.ready.eq(out_ready)]
 
-        # Pixel writes.
+        # Pixel writes, through a register slice with their bank address: the post-ops'
+        # ready chain (pool, ReLU, wideners, the stream slices) starts at its flip-flops, not
+        # at the buffers' ownership and this unit's write-state decode (before it 14 LUT levels
+        # from ``write_state`` into the wideners). ``w`` and ``to_ofm`` stay until GIVE, which
+        # waits until the slice is empty after the cycle, so they need not travel with it.
+        px_skid = m.submodules.px_skid = Skid(data.StructLayout({
+            "data": word_lanes(t), "addr": len(addr)}))
+        px_in = writing & pixel_target & out_any
+        m.d.comb += [px_skid.i.valid.eq(out_valid & px_in),
+                     px_skid.i.payload.data.eq(out_data), px_skid.i.payload.addr.eq(addr),
+                     out_ready.eq(px_skid.i.ready & px_in)]
         for port, here in ((self.ifm_load, ~to_ofm), (self.ofm_load, to_ofm)):
-            m.d.comb += [port.payload.half.eq(w.half), port.payload.addr.eq(addr),
-                         port.payload.data.eq(out_data)]
-            sel = writing & pixel_target & here & out_any
-            m.d.comb += port.valid.eq(out_valid & sel)
-            with m.If(sel):
-                m.d.comb += out_ready.eq(port.ready)
-        px_done = out_valid & out_ready & writing & pixel_target
+            m.d.comb += [port.payload.half.eq(w.half), port.payload.addr.eq(px_skid.o.payload.addr),
+                         port.payload.data.eq(px_skid.o.payload.data),
+                         port.valid.eq(px_skid.o.valid & here)]
+            with m.If(here):
+                m.d.comb += px_skid.o.ready.eq(port.ready)
+        px_drained = ~px_skid.busy | (px_skid.o.ready & px_skid.i.ready)
+        px_done = out_valid & out_ready
 
         # Weight path: a beat straight into ``lanes`` PEs.
         lanes = weight_load_lanes(cfg)
@@ -414,8 +424,10 @@ class Loader(wiring.Component):
                     m.next = "GIVE"
             with m.State("GIVE"):
                 m.d.comb += stage2.eq(1)
-                give(m, self, "load", w, 1)
-                m.next = "IDLE"
+                # The last pixel is in the buffer bank at the end of this cycle.
+                give(m, self, "load", w, px_drained)
+                with m.If(px_drained):
+                    m.next = "IDLE"
 
         # Busy: an instruction in either stage or between them (not one still queued).
         m.d.comb += self.busy.eq(issuing | handoff.r_rdy | stage2)
