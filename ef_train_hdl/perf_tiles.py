@@ -56,7 +56,7 @@ ROUTER_DELAY = 3         # request -> AR on the bus
 REQUEST_SLICE = 1
 STORE_SETUP = 4          # storer: take, SIZE, SIZE2, START
 DRAIN_SETUP = 2          # drain job -> first read (START, CHECK, CHECK_RANGE)
-DRAIN_LATENCY = 5        # last read -> its beat at the writer (drain, 2 storer slices),
+DRAIN_LATENCY = 6        # last read -> its beat at the writer (drain, 3 storer slices),
 #                          plus 7 a pairing stage
 WRITE_CMD = 4            # NEXT, CMD, DmaWrite: command -> first W beat
 #: Between the runs of a multi-run store: the storer's NEXT and CMD (measured: a run of one
@@ -68,7 +68,7 @@ RUN_GAP = 2
 #: (``write_latency`` after its last beat): measured, the burst ``max_outstanding`` later
 #: starts its beats ``write_latency + 3`` after that one's last beat.
 WRITE_SLOT_FREE = 3
-SGD_LATENCY = {Post.SGD: 26, Post.SGD_MOMENTUM: 26}      # one momentum-capable unit:
+SGD_LATENCY = {Post.SGD: 27, Post.SGD_MOMENTUM: 27}      # one momentum-capable unit:
 #                                   drain beat -> its w' written (FMUL, FADD twice, gearboxes)
 POOL_LATENCY = 3
 QUEUE_DEPTH = 4

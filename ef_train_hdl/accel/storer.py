@@ -185,6 +185,13 @@ class Storer(wiring.Component):
         with m.Else():
             m.d.comb += [sel.valid.eq(src.valid), sel.payload.eq(src.payload),
                          src.ready.eq(sel.ready)]
+        # A register slice between the source selection and the post-ops: their ready chain
+        # (the pool's stages, the gearboxes, the index FIFO's room) ends here instead of
+        # running on through the source select into the drain and gradient slices (before it
+        # 13 LUT levels from the index FIFO's level into ``src_more``).
+        skid_sel = m.submodules.skid_sel = Skid(words(f))
+        wiring.connect(m, sel, skid_sel.i)
+        sel = skid_sel.o
 
         # -- post-ops -----------------------------------------------------------------------------
         # ``main``: the post-ops' output, through a register slice into the write sequencer.
