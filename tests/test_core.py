@@ -265,6 +265,9 @@ def test_back_to_back_jobs_overlap_their_flush(tmp_path):
     ("phase", 3, TileError.PHASE), ("log2_p", 3, TileError.INTERLEAVE),
     ("ifm_base", 500, TileError.IFM_RANGE), ("w_base", 250, TileError.WEIGHT_RANGE),
     ("ofm_base", 250, TileError.OFM_RANGE),
+    # One word past the end: the smallest base each range check refuses.
+    ("ifm_base", "edge", TileError.IFM_RANGE), ("w_base", "edge", TileError.WEIGHT_RANGE),
+    ("ofm_base", "edge", TileError.OFM_RANGE),
 ])
 def test_bad_job_is_refused(tmp_path, field, value, error):
     """A malformed job sets its error code, writes nothing and leaves the engine usable."""
@@ -275,6 +278,12 @@ def test_bad_job_is_refused(tmp_path, field, value, error):
     bad = dict(next(s for s in prog.steps if s[0] == "job")[1])
     if field == "log2_p":           # 8 partial sums is allowed; 1 over 1 pixel is a hazard
         bad["out_rows"], bad["out_cols"], bad["log2_p"] = 1, 1, 0
+    elif value == "edge":
+        words = {"ifm_base": (cfg.ifm_depth, bad["in_rows"] * bad["in_cols"]),
+                 "w_base": (cfg.weight_depth, bad["kernel"] ** 2),
+                 "ofm_base": (cfg.ofm_depth, (bad["out_rows"] * bad["out_cols"])
+                              << bad["log2_p"])}[field]
+        bad[field] = words[0] - words[1] + 1
     elif field != "phase":
         bad[field] = value
     if field == "phase":            # not a Phase: set the field's raw bits

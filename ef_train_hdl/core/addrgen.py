@@ -126,27 +126,36 @@ class AddressGenerator(wiring.Component):
         m.d.sync += [area_in.eq(job.in_rows * job.in_cols),
                      area_out.eq(job.out_rows * job.out_cols),
                      kk.eq(k * k)]
+        # The checks in their order, in two registered steps: those of the job's fields alone
+        # (``err_early``, with the room each buffer has above the job's base) in CHECK0, the
+        # ones that need the products in CHECK1, each a single comparison with a room.
+        err_early = Signal(TileError)
+        early = Const(TileError.NONE, TileError)
+        for cond, code in reversed([
+                (job.phase.as_value() == 3, TileError.PHASE),
+                ((k == 0) | (k > cfg.k_max), TileError.KERNEL),
+                ((job.stride == 0) | (job.stride > cfg.stride_max), TileError.STRIDE),
+                ((job.in_rows == 0) | (job.in_cols == 0) | (job.out_rows == 0) |
+                 (job.out_cols == 0), TileError.SHAPE),
+                (p > cfg.acc_interleave, TileError.INTERLEAVE)]):
+            early = Mux(cond, code, early)
+        room_bits = max(len(job.ifm_base), len(job.w_base), len(job.ofm_base)) + 2
+        ifm_room, w_room, ofm_room = (Signal(signed(room_bits), name=f"{n}_room")
+                                      for n in ("ifm", "w", "ofm"))
+        early_regs = [err_early.eq(early), ifm_room.eq(cfg.ifm_depth - job.ifm_base),
+                      w_room.eq(cfg.weight_depth - job.w_base),
+                      ofm_room.eq(cfg.ofm_depth - job.ofm_base)]
         err = Signal(TileError)
-        with m.If(job.phase.as_value() == 3):
-            m.d.comb += err.eq(TileError.PHASE)
-        with m.Elif((k == 0) | (k > cfg.k_max)):
-            m.d.comb += err.eq(TileError.KERNEL)
-        with m.Elif((job.stride == 0) | (job.stride > cfg.stride_max)):
-            m.d.comb += err.eq(TileError.STRIDE)
-        with m.Elif((job.in_rows == 0) | (job.in_cols == 0) | (job.out_rows == 0) |
-                    (job.out_cols == 0)):
-            m.d.comb += err.eq(TileError.SHAPE)
-        with m.Elif((p > cfg.acc_interleave) |
-                    ((job.phase == Phase.FP) & ((area_out << job.log2_p) < ACC_LOOP_LATENCY)) |
+        with m.If(err_early != TileError.NONE):
+            m.d.comb += err.eq(err_early)
+        with m.Elif(((job.phase == Phase.FP) & ((area_out << job.log2_p) < ACC_LOOP_LATENCY)) |
                     (wu & ((kk << job.log2_p) < ACC_LOOP_LATENCY))):
             m.d.comb += err.eq(TileError.INTERLEAVE)
-        with m.Elif(job.ifm_base + area_in > cfg.ifm_depth):
+        with m.Elif(area_in > ifm_room):
             m.d.comb += err.eq(TileError.IFM_RANGE)
-        with m.Elif(Mux(wu, job.w_base + (kk << job.log2_p), job.w_base + kk)
-                    > cfg.weight_depth):
+        with m.Elif(Mux(wu, kk << job.log2_p, kk) > w_room):
             m.d.comb += err.eq(TileError.WEIGHT_RANGE)
-        with m.Elif(Mux(wu, job.ofm_base + area_out, job.ofm_base + (area_out << job.log2_p))
-                    > cfg.ofm_depth):
+        with m.Elif(Mux(wu, area_out, area_out << job.log2_p) > ofm_room):
             m.d.comb += err.eq(TileError.OFM_RANGE)
 
         # -- stride-phase setup (3 registered steps) -------------------------------------------
@@ -254,7 +263,8 @@ class AddressGenerator(wiring.Component):
                                  fg.eq(1)]
                     m.next = "CHECK0"
             with m.State("CHECK0"):
-                m.next = "CHECK1"           # products registered
+                m.d.sync += early_regs      # with the products
+                m.next = "CHECK1"
             with m.State("CHECK1"):
                 m.d.sync += ph.eq(0)
                 # The weight regions of the job: its taps (WU: their partial sums), its bias.
