@@ -180,7 +180,7 @@ class Loader(wiring.Component):
         blk_addr = Signal(20, name="blk_addr")
         pix, tap = Signal(32, name="pix"), Signal(8, name="tap")
         beat, blk = Signal(16, name="beat"), Signal(32, name="blk")
-        writing = Signal()
+        writing = Signal()                  # in WRITE, as a flip-flop (not a state decode)
         wview = data.View(isa.amaranth_layout(Op.LOAD), handoff.r_data)
         # The instruction's target and mode, decoded into flip-flops when stage 2 takes it, so
         # that the beat path's valid/ready select on registers, not on decoders of ``w``.
@@ -379,10 +379,10 @@ class Loader(wiring.Component):
                              out_left.eq(Mux(pixel_target, units, 0)),
                              nz["a"].eq(beats_a != 0), nz["b"].eq(w_relu & (beats_a != 0)),
                              nz["c"].eq(w_pool & (beats_a != 0)),
-                             out_any.eq(pixel_target & (units != 0))]
+                             out_any.eq(pixel_target & (units != 0)), writing.eq(1)]
                 m.next = "WRITE"
             with m.State("WRITE"):
-                m.d.comb += [writing.eq(1), stage2.eq(1)]
+                m.d.comb += stage2.eq(1)
                 with m.If(px_done):
                     m.d.sync += [out_left.eq(out_left - 1), out_any.eq(out_left != 1)]
                     # Next pixel: along the run, or the next run's first word.
@@ -421,6 +421,7 @@ class Loader(wiring.Component):
                     Mux(pixel_target, (out_left == 0) | ((out_left == 1) & px_done),
                         (a_left == 0) | ((a_left == 1) & w_done)))
                 with m.If(finished):
+                    m.d.sync += writing.eq(0)
                     m.next = "GIVE"
             with m.State("GIVE"):
                 m.d.comb += stage2.eq(1)

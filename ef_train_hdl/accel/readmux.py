@@ -167,7 +167,9 @@ class ReadRouter(wiring.Component):
             with m.If(chosen):
                 m.d.sync += self.dma_cmd.payload.eq(req.payload.cmd)
             popped = fifos[i].r_en & fifos[i].r_rdy
-            m.d.sync += free[i].eq(free[i] - Mux(chosen, beats_of[i], 0) + popped)
+            # Both outcomes worked out beside the grant, which then only selects one.
+            m.d.sync += free[i].eq(Mux(chosen, free[i] - beats_of[i] + popped,
+                                       free[i] + popped))
 
         # -- data: to the FIFO of the command's client --------------------------------------
         m.d.comb += [self.dma_data.ready.eq(tags.r_rdy), tags.r_en.eq(
