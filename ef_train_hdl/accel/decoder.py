@@ -115,9 +115,10 @@ class Decoder(wiring.Component):
             m.d.sync += p_pix_step.eq((p_wh - 1) * ld.bank_step)
 
         # -- stages 3 and 4: the checks in isa.check's order ---------------------------------
-        # (condition that fails, code, stage it is registered at, stage-4 part or None), first
-        # wins. Conditions of the held instruction alone are registered at stage 2, those that
-        # need a stage-2 product at stage 3.
+        # (condition that fails, code, ``stage``, stage-4 part or None), first wins. ``stage`` is
+        # the ``valid`` count in whose cycle the condition is registered: 1 for conditions of
+        # the held instruction alone (their flags are stage-2 values), 2 for those that need a
+        # stage-2 product (stage-3 values).
         checks = []
 
         def fail(cond, err, opts=None):
